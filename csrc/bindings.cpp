@@ -1,0 +1,106 @@
+// pybind11 module icfrr_fast._C: raw pointers and sizes in, nothing validated here (icfrr_fast/ops.py validates
+// every argument before calling). Kernels run with the GIL released; Ctrl-C is honoured through a poll that briefly
+// re-takes the GIL on the calling thread. The module does not link libtorch.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "icfrr/dense_topk.h"
+#include "icfrr/icfrr_rerank.h"
+
+namespace py = pybind11;
+
+namespace {
+
+bool poll_python_signals() {
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+
+template <typename F>
+void run_interruptible(F&& kernel) {
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = kernel(&poll_python_signals);
+  }
+  if (!ok) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  }
+}
+
+template <typename T>
+T* as_ptr(uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "icfrr_fast native kernels (raw pointers; validated by icfrr_fast.ops)";
+
+  m.def(
+      "icfrr_rerank",
+      [](uintptr_t scores, bool scores_is_double, int64_t score_stride, bool largest, uintptr_t neighbors,
+         int64_t nbr_stride, int64_t Q, int64_t G, int64_t K_g, int64_t k_q, double beta, int64_t iters, bool paper,
+         int64_t depth, int64_t k, bool early_stop, uintptr_t out_values, uintptr_t out_indices,
+         uintptr_t out_history, int num_threads) {
+        icfrr::RerankArgs a;
+        a.scores = as_ptr<const void>(scores);
+        a.scores_is_double = scores_is_double;
+        a.score_stride = score_stride;
+        a.largest = largest;
+        a.neighbors = as_ptr<const int32_t>(neighbors);
+        a.nbr_stride = nbr_stride;
+        a.Q = Q;
+        a.G = G;
+        a.K_g = K_g;
+        a.k_q = k_q;
+        a.beta = beta;
+        a.iters = iters;
+        a.paper = paper;
+        a.depth = depth;
+        a.k = k;
+        a.early_stop = early_stop;
+        a.out_values = as_ptr<float>(out_values);
+        a.out_indices = as_ptr<int64_t>(out_indices);
+        a.out_history = as_ptr<int64_t>(out_history);
+        a.num_threads = num_threads;
+        run_interruptible([&](icfrr::InterruptPoll poll) { return icfrr::icfrr_rerank_cpu(a, poll); });
+      },
+      py::arg("scores"), py::arg("scores_is_double"), py::arg("score_stride"), py::arg("largest"),
+      py::arg("neighbors"), py::arg("nbr_stride"), py::arg("Q"), py::arg("G"), py::arg("K_g"), py::arg("k_q"),
+      py::arg("beta"), py::arg("iters"), py::arg("paper"), py::arg("depth"), py::arg("k"), py::arg("early_stop"),
+      py::arg("out_values"), py::arg("out_indices"), py::arg("out_history"), py::arg("num_threads"));
+
+  m.def(
+      "dense_topk",
+      [](uintptr_t x, bool x_is_double, int64_t x_stride, int64_t R, int64_t C, int64_t k, bool largest,
+         bool exclude_self, int64_t row_offset, uintptr_t out_values, uintptr_t out_indices, int num_threads) {
+        icfrr::DenseTopKArgs a;
+        a.x = as_ptr<const void>(x);
+        a.x_is_double = x_is_double;
+        a.x_stride = x_stride;
+        a.R = R;
+        a.C = C;
+        a.k = k;
+        a.largest = largest;
+        a.exclude_self = exclude_self;
+        a.row_offset = row_offset;
+        a.out_values = as_ptr<void>(out_values);
+        a.out_indices = as_ptr<int64_t>(out_indices);
+        a.num_threads = num_threads;
+        run_interruptible([&](icfrr::InterruptPoll poll) { return icfrr::dense_topk_cpu(a, poll); });
+      },
+      py::arg("x"), py::arg("x_is_double"), py::arg("x_stride"), py::arg("R"), py::arg("C"), py::arg("k"),
+      py::arg("largest"), py::arg("exclude_self"), py::arg("row_offset"), py::arg("out_values"),
+      py::arg("out_indices"), py::arg("num_threads"));
+
+#ifdef ICFRR_WITH_CUDA
+  m.attr("has_cuda") = true;
+#else
+  m.attr("has_cuda") = false;
+#endif
+}

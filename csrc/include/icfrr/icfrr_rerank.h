@@ -1,0 +1,38 @@
+// Fused ICFRR re-ranking (DESIGN §2): for each query, the initial stable descending order of its scores, then all
+// T iterations of integer vote accumulation + stable merge of the boosted items into the unboosted order.
+// Oracle: icfrr_fast.reference.icfrr_rerank   Test: tests/test_icfrr_rerank.py   Bench: benchmarks/bench_icfrr_rerank.py
+// Invariants: integer votes, float64 keys, ties keep the current order; results identical for any thread count.
+#pragma once
+#include <cstdint>
+
+#include "interrupt.h"
+
+namespace icfrr {
+
+/// Arguments of one re-ranking call. All pointers are borrowed; the caller validated every size.
+struct RerankArgs {
+  const void* scores = nullptr;   ///< (Q, G) float32 or float64 (scores_is_double), row stride score_stride
+  bool scores_is_double = false;
+  int64_t score_stride = 0;       ///< elements between consecutive query rows
+  bool largest = true;            ///< false: scores are distances (negated internally, exactly)
+  const int32_t* neighbors = nullptr;  ///< (G, >= K_g) int32, row stride nbr_stride; n_i(r) = neighbors[i*stride + r]
+  int64_t nbr_stride = 0;
+  int64_t Q = 0, G = 0, K_g = 0;
+  int64_t k_q = 0;                ///< voters per iteration, before clipping to L
+  double beta = 0.5;
+  int64_t iters = 0;              ///< T >= 0
+  bool paper = false;             ///< false: semantics "reference" (slot values), true: "paper" (accumulated scores)
+  int64_t depth = 0;              ///< L in [1, G]: candidates = top-L of the initial order
+  int64_t k = 0;                  ///< outputs per query, in [1, L] (or 0 when L... never: k >= 1)
+  bool early_stop = false;        ///< stop when the voter set is unchanged by an iteration
+  float* out_values = nullptr;    ///< (Q, k) float32: final keys (negated back when !largest)
+  int64_t* out_indices = nullptr; ///< (Q, k) int64: gallery ids, best first
+  int64_t* out_history = nullptr; ///< (Q, T + 1, k) int64 or null: order after each iteration, [0] = initial
+  int num_threads = 1;
+};
+
+/// Run ICFRR for all queries (OpenMP over queries, dynamic schedule). Returns false when interrupted (outputs are
+/// then incomplete and must be discarded).
+bool icfrr_rerank_cpu(const RerankArgs& args, InterruptPoll poll);
+
+}  // namespace icfrr

@@ -1,0 +1,26 @@
+"""icfrr_fast: exact, fast ICFRR (Iterative Cluster-free Re-ranking) for cross-domain retrieval.
+
+Data flow: features -> top-K (gallery graph, query candidates) -> ICFRR -> (values, indices) / metrics.
+
+Importing this package registers the ``torch.ops.icfrr_fast.*`` ops and does nothing else: it does not import
+triton, timm or faiss, does not initialise CUDA, and succeeds even when the compiled kernels are missing.
+"""
+
+from . import metrics, ops, reference
+from ._native import get_num_threads, set_num_threads
+from .graph import GalleryGraph
+from .rerank import ICFRRResult, icfrr
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "icfrr",
+    "ICFRRResult",
+    "GalleryGraph",
+    "metrics",
+    "ops",
+    "reference",
+    "set_num_threads",
+    "get_num_threads",
+    "__version__",
+]

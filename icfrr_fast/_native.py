@@ -1,0 +1,52 @@
+"""Loads the compiled kernels (``icfrr_fast._C``) on first use and holds the CPU thread-count setting.
+
+Import never fails when ``_C`` is missing (a source checkout that was not built): the error is raised when a CPU
+kernel is called, and it names the build command.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Optional
+
+import torch
+
+_module: Optional[ModuleType] = None
+_num_threads: Optional[int] = None
+
+BUILD_HINT = "build it with `pip install -e .` (or `pip install .`) from the repository root"
+
+
+def load() -> ModuleType:
+    """Return the native module ``icfrr_fast._C``, importing it on first use."""
+    global _module
+    if _module is None:
+        try:
+            _module = importlib.import_module("icfrr_fast._C")
+        except ImportError as e:  # pragma: no cover - exercised only in unbuilt checkouts
+            raise RuntimeError(f"icfrr_fast's compiled CPU kernels (icfrr_fast._C) are not available: {e}; "
+                               f"{BUILD_HINT}") from e
+    return _module
+
+
+def available() -> bool:
+    """True when the compiled module can be imported."""
+    try:
+        load()
+    except RuntimeError:
+        return False
+    return True
+
+
+def set_num_threads(n: Optional[int]) -> None:
+    """Threads used by the CPU kernels (None: follow ``torch.get_num_threads()``). Results never depend on it."""
+    global _num_threads
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"num_threads must be a positive int or None; got {n!r}")
+    _num_threads = n
+
+
+def get_num_threads() -> int:
+    """Threads the CPU kernels will use."""
+    return _num_threads if _num_threads is not None else max(1, torch.get_num_threads())

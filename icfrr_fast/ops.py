@@ -1,0 +1,223 @@
+"""The registered PyTorch ops of icfrr_fast: the only module that talks to ``torch.library``.
+
+Every op reads the same way (STYLE Part 2 §9):
+    _validate_<op>                 every argument check, once (raises ValueError / TypeError naming the argument)
+    custom_op("icfrr_fast::<op>")  body = ``icfrr_fast.reference`` (the path for any device without a kernel)
+    register_fake                  output shapes, for torch.compile / meta tensors
+    register_kernel("cpu")         the C++ kernel in ``icfrr_fast._C``
+    register_kernel("cuda")        the Triton / CUDA kernel (registered by ``icfrr_fast.triton`` when available)
+
+Nothing below this module (C++, Triton) re-checks its arguments. Data checks (finite values, ids in range) cost one
+pass over the input; they run in the kernels on real tensors, never in the fakes.
+
+Ops:
+    icfrr_fast::dense_topk(x, k, largest, exclude_self, row_offset) -> (values, indices)
+    icfrr_fast::icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+                             early_stop) -> (values, indices, history)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from . import _native, reference
+
+__all__ = ["dense_topk", "icfrr_rerank", "KERNEL_DEVICES", "SEMANTICS"]
+
+SEMANTICS = ("reference", "paper")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: devices with a native kernel per op; every other device runs the reference. Tests parametrise over this.
+KERNEL_DEVICES = {"dense_topk": ["cpu"], "icfrr_rerank": ["cpu"]}
+
+# Tests set this to fill kernel outputs with poison before the kernel runs, so an unwritten element fails them.
+_poison_outputs = False
+
+
+def _alloc(shape, dtype: torch.dtype, device) -> Tensor:
+    if not _poison_outputs:
+        return torch.empty(shape, dtype=dtype, device=device)
+    fill = float("nan") if dtype.is_floating_point else -(2**31) + 7
+    return torch.full(shape, fill, dtype=dtype, device=device)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Shared checks (one definition per rule)
+# ------------------------------------------------------------------------------------------------------------------
+def _check_float_matrix(name: str, t: Tensor) -> None:
+    torch._check_type(isinstance(t, Tensor), lambda: f"{name} must be a torch.Tensor; got {type(t).__name__}")
+    torch._check_type(
+        t.dtype in FLOAT_DTYPES,
+        lambda: f"{name} must be a floating tensor (float16, bfloat16, float32 or float64); got {t.dtype}",
+    )
+    torch._check_value(t.dim() == 2, lambda: f"{name} must be 2-D; got shape {tuple(t.shape)}")
+
+
+def _check_int(name: str, v, lo: int, hi: int | None = None, hint: str = "") -> None:
+    torch._check_type(
+        isinstance(v, int) and not isinstance(v, bool), lambda: f"{name} must be an int; got {type(v).__name__}"
+    )
+    rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+    torch._check_value(lo <= v and (hi is None or v <= hi), lambda: f"{name} must be in {rng}{hint}; got {v}")
+
+
+def _check_finite(name: str, t: Tensor) -> None:
+    """Data check (one pass): no NaN or infinity."""
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite; it contains NaN or infinite values")
+
+
+def _as_kernel_float(t: Tensor) -> Tensor:
+    """float16/bfloat16 -> float32 (exact); unit stride along the last dimension."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)
+    if t.stride(-1) != 1 or t.stride(0) < t.shape[-1]:
+        t = t.contiguous()
+    return t
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# dense_topk
+# ------------------------------------------------------------------------------------------------------------------
+def _validate_dense_topk(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int,
+                         check_data: bool = False) -> None:
+    _check_float_matrix("x", x)
+    R, C = x.shape
+    _check_int("row_offset", row_offset, 0)
+    if exclude_self:
+        torch._check_value(
+            row_offset + R <= C,
+            lambda: f"exclude_self needs every row's own column: row_offset + rows <= columns; "
+            f"got {row_offset} + {R} > {C}",
+        )
+    _check_int("k", k, 1, C - 1 if exclude_self else C, " (columns" + (" - 1 with exclude_self)" if exclude_self
+                                                                       else ")"))
+    if check_data:
+        _check_finite("x", x)
+
+
+@torch.library.custom_op("icfrr_fast::dense_topk", mutates_args=())
+def dense_topk(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int) -> Tuple[Tensor, Tensor]:
+    """Top-k of each row of a dense (R, C) matrix, best first, ties -> smaller column (see reference.dense_topk)."""
+    _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
+    v, i = reference.dense_topk(x, k, largest=largest, exclude_self=exclude_self, row_offset=row_offset)
+    return v.contiguous(), i.contiguous()
+
+
+@dense_topk.register_fake
+def _(x, k, largest, exclude_self, row_offset):
+    _validate_dense_topk(x, k, largest, exclude_self, row_offset)
+    R = x.shape[0]
+    return x.new_empty((R, k)), x.new_empty((R, k), dtype=torch.int64)
+
+
+@dense_topk.register_kernel("cpu")
+def _(x, k, largest, exclude_self, row_offset):
+    _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
+    C = _native.load()
+    xk = _as_kernel_float(x)
+    R, Cn = xk.shape
+    values = _alloc((R, k), xk.dtype, x.device)
+    indices = _alloc((R, k), torch.int64, x.device)
+    C.dense_topk(
+        x=xk.data_ptr(), x_is_double=xk.dtype == torch.float64, x_stride=xk.stride(0), R=R, C=Cn, k=k,
+        largest=largest, exclude_self=exclude_self, row_offset=row_offset, out_values=values.data_ptr(),
+        out_indices=indices.data_ptr(), num_threads=_native.get_num_threads(),
+    )
+    return values.to(x.dtype), indices
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# icfrr_rerank
+# ------------------------------------------------------------------------------------------------------------------
+def _validate_icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: float, iters: int, semantics: str,
+                           largest: bool, depth: int, k: int, return_history: bool, early_stop: bool,
+                           check_data: bool = False) -> None:
+    _check_float_matrix("scores", scores)
+    torch._check_type(isinstance(neighbors, Tensor),
+                      lambda: f"neighbors must be a torch.Tensor; got {type(neighbors).__name__}")
+    torch._check_type(neighbors.dtype == torch.int32,
+                      lambda: f"neighbors must be an int32 tensor (GalleryGraph stores it so); got {neighbors.dtype}")
+    torch._check_value(neighbors.dim() == 2, lambda: f"neighbors must be 2-D (G, K_g); got {tuple(neighbors.shape)}")
+    torch._check_value(neighbors.device == scores.device,
+                       lambda: f"neighbors must be on scores' device {scores.device}; got {neighbors.device}")
+    Q, G = scores.shape
+    torch._check_value(G >= 2, lambda: f"the gallery must hold at least 2 items (scores.shape[1] >= 2); got {G}")
+    torch._check_value(G < 2**31 - 1, lambda: f"the gallery must hold fewer than 2^31 - 1 items; got {G}")
+    torch._check_value(neighbors.shape[0] == G, lambda: f"neighbors must have one row per gallery item "
+                       f"(scores.shape[1] = {G}); got {neighbors.shape[0]} rows")
+    K_g = neighbors.shape[1]
+    torch._check_value(1 <= K_g <= G - 1, lambda: f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {K_g}")
+    _check_int("k_q", k_q, 1)
+    torch._check_type(isinstance(beta, (int, float)) and not isinstance(beta, bool),
+                      lambda: f"beta must be a float; got {type(beta).__name__}")
+    torch._check_value(math.isfinite(beta) and beta >= 0, lambda: f"beta must be finite and >= 0; got {beta}")
+    _check_int("iters", iters, 0)
+    torch._check_type(isinstance(semantics, str), lambda: f"semantics must be a str; got {type(semantics).__name__}")
+    torch._check_value(semantics in SEMANTICS, lambda: f"semantics must be one of {SEMANTICS}; got {semantics!r}")
+    _check_int("depth", depth, 1, G, " (the gallery size)")
+    _check_int("k", k, 1, depth, " (the candidate depth)")
+    kq = min(k_q, depth)
+    torch._check_value(kq < 2**24 and kq * (K_g - 1) < 2**40,
+                       lambda: f"min(k_q, depth) * (k_g - 1) must be < 2^40 and min(k_q, depth) < 2^24 "
+                       f"(integer vote accumulators); got k_q={k_q}, depth={depth}, k_g={K_g}")
+    if check_data:
+        _check_finite("scores", scores)
+        if neighbors.numel():
+            lo, hi = int(neighbors.min()), int(neighbors.max())
+            if lo < 0 or hi >= G:
+                raise ValueError(f"gallery graph ids must be in [0, G - 1] = [0, {G - 1}]; got ids in [{lo}, {hi}]")
+
+
+@torch.library.custom_op("icfrr_fast::icfrr_rerank", mutates_args=())
+def icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: float, iters: int, semantics: str,
+                 largest: bool, depth: int, k: int, return_history: bool,
+                 early_stop: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """ICFRR re-ranking (DESIGN §2) of (Q, G) scores with a (G, K_g) int32 graph.
+
+    Returns values (Q, k) float32, indices (Q, k) int64, history (Q, T + 1, k) int64 (or (Q, 0, k) when
+    ``return_history`` is False).
+    """
+    _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+                           early_stop, check_data=True)
+    v, i, h = reference.icfrr_rerank(scores, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
+                                     largest=largest, depth=depth, k=k, return_history=return_history,
+                                     early_stop=early_stop)
+    if h is None:
+        h = torch.empty((scores.shape[0], 0, k), dtype=torch.int64, device=scores.device)
+    return v, i, h
+
+
+@icfrr_rerank.register_fake
+def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history, early_stop):
+    _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+                           early_stop)
+    Q = scores.shape[0]
+    values = scores.new_empty((Q, k), dtype=torch.float32)
+    indices = scores.new_empty((Q, k), dtype=torch.int64)
+    history = scores.new_empty((Q, iters + 1 if return_history else 0, k), dtype=torch.int64)
+    return values, indices, history
+
+
+@icfrr_rerank.register_kernel("cpu")
+def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history, early_stop):
+    _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+                           early_stop, check_data=True)
+    C = _native.load()
+    s = _as_kernel_float(scores)
+    nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
+    Q, G = s.shape
+    values = _alloc((Q, k), torch.float32, s.device)
+    indices = _alloc((Q, k), torch.int64, s.device)
+    history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, s.device)
+    C.icfrr_rerank(
+        scores=s.data_ptr(), scores_is_double=s.dtype == torch.float64, score_stride=s.stride(0), largest=largest,
+        neighbors=nbr.data_ptr(), nbr_stride=nbr.stride(0), Q=Q, G=G, K_g=nbr.shape[1], k_q=k_q, beta=float(beta),
+        iters=iters, paper=semantics == "paper", depth=depth, k=k, early_stop=early_stop,
+        out_values=values.data_ptr(), out_indices=indices.data_ptr(),
+        out_history=history.data_ptr() if return_history else 0, num_threads=_native.get_num_threads(),
+    )
+    return values, indices, history

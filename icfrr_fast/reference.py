@@ -1,0 +1,166 @@
+"""Plain, dense PyTorch oracle of DESIGN §2: readable, any device, float64 where it matters.
+
+Every fused kernel (C++, Triton, CUDA) is tested against these functions, and the benchmarks use them as the
+baseline. They do exactly what DESIGN §2 says, step by step, with dense matrices and a per-query loop, the way the
+released ICFRR code works (a G x G rank matrix, gathers of K_q rows per query and iteration, a full sort per
+iteration). Nothing here is fast; everything here is obvious.
+
+Functions:
+    dense_topk     per-row top-k of a dense matrix (stable: ties -> smaller index), optional self exclusion
+    knn_topk       exact k-NN by brute force in float64 (metrics "ip", "cosine", "l2")
+    icfrr_rerank   DESIGN §2, both semantics, depth, history and early stop
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["dense_topk", "knn_topk", "icfrr_rerank", "knn_scores"]
+
+
+def dense_topk(
+    x: Tensor, k: int, largest: bool = True, exclude_self: bool = False, row_offset: int = 0
+) -> Tuple[Tensor, Tensor]:
+    """Top-k of each row of ``x`` (R, C), best first; ties go to the smaller column index.
+
+    With ``exclude_self`` the column ``r + row_offset`` is removed from row ``r`` by index (DESIGN §2: a gallery
+    item is never its own neighbour, even when another item coincides with it).
+
+    Returns:
+        values (R, k) of x's dtype, indices (R, k) int64.
+    """
+    R, C = x.shape
+    order = torch.sort(x, dim=1, descending=largest, stable=True).indices  # stable: ties keep index order
+    if exclude_self:
+        self_col = torch.arange(R, device=x.device) + row_offset
+        keep = order != self_col[:, None]
+        # rows whose self column lies outside [0, C) keep all C entries; drop the last one to keep a rectangle
+        n_keep = keep.sum(dim=1)
+        keep[n_keep == C, C - 1] = False
+        order = order[keep].view(R, C - 1)
+    idx = order[:, :k]
+    return torch.gather(x, 1, idx), idx
+
+
+def knn_scores(x: Tensor, y: Tensor, metric: str) -> Tensor:
+    """Dense (Q, G) float64 scores of the k-NN metrics: "ip" = x.y, "cosine" = x.y / (|x| |y|),
+    "l2" = |x - y| (Euclidean distance, as torch.cdist; rank it smallest first)."""
+    x64, y64 = x.to(torch.float64), y.to(torch.float64)
+    if metric == "ip":
+        return x64 @ y64.T
+    if metric == "cosine":
+        xn = x64 / x64.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        yn = y64 / y64.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        return xn @ yn.T
+    if metric == "l2":
+        return torch.cdist(x64, y64, compute_mode="donot_use_mm_for_euclid_dist")
+    raise ValueError(f"metric must be one of 'ip', 'cosine', 'l2'; got {metric!r}")
+
+
+def knn_topk(
+    x: Tensor, y: Tensor, k: int, metric: str = "ip", exclude_self: bool = False, largest: Optional[bool] = None
+) -> Tuple[Tensor, Tensor]:
+    """Exact k nearest rows of ``y`` (G, D) for each row of ``x`` (Q, D), by brute force in float64.
+
+    ``largest`` defaults to True for "ip"/"cosine" (similarities) and False for "l2" (distances). With
+    ``exclude_self`` (x and y the same set) row i never returns item i. Ties go to the smaller index.
+
+    Returns:
+        values (Q, k) float64 (similarity, or Euclidean distance for "l2"), indices (Q, k) int64.
+    """
+    if largest is None:
+        largest = metric != "l2"
+    s = knn_scores(x, y, metric)
+    return dense_topk(s, k, largest=largest, exclude_self=exclude_self)
+
+
+def _rank_matrix(neighbors: Tensor, G: int) -> Tensor:
+    """Dense (G, G) int64 matrix: rank_of[i, j] = r when j = n_i(r), else -1 (the released code's G x G ranks)."""
+    K_g = neighbors.shape[1]
+    rank_of = torch.full((G, G), -1, dtype=torch.int64, device=neighbors.device)
+    ranks = torch.arange(K_g, device=neighbors.device).expand(G, K_g)
+    rank_of.scatter_(1, neighbors.long(), ranks)
+    return rank_of
+
+
+def icfrr_rerank(
+    scores: Tensor,
+    neighbors: Tensor,
+    *,
+    k_q: int,
+    beta: float,
+    iters: int,
+    semantics: str = "reference",
+    largest: bool = True,
+    depth: Optional[int] = None,
+    k: Optional[int] = None,
+    return_history: bool = False,
+    early_stop: bool = False,
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """ICFRR re-ranking, exactly as DESIGN §2 defines it.
+
+    Args:
+        scores: (Q, G) float scores, larger is better (distances with ``largest=False``; they are negated).
+        neighbors: (G, K_g) integer; row i = N_i, the K_g nearest other gallery items of item i, nearest first.
+        k_q: voters per iteration (clipped to the number of candidates L).
+        beta: vote weight.
+        iters: number of iterations T >= 0.
+        semantics: "reference" (the released code: slot values + this iteration's votes) or "paper"
+            (s^(t+1) = s^(t) + beta * delta^(t), votes accumulate).
+        depth: L, candidates = the top-L of the initial ranking (None: all G).
+        k: outputs per query (None: all L).
+        return_history: also return the order after every iteration, (Q, T + 1, k), [:, 0] = initial order.
+        early_stop: stop a query once an iteration leaves its voter set unchanged.
+
+    Returns:
+        values (Q, k) float32 final keys (negated back for ``largest=False``), indices (Q, k) int64, history or None.
+    """
+    Q, G = scores.shape
+    L = G if depth is None else int(depth)
+    k_out = L if k is None else int(k)
+    dev = scores.device
+    sign = 1.0 if largest else -1.0
+    s_all = scores.to(torch.float64) * sign  # exact negation
+    rank_of = _rank_matrix(neighbors, G)
+    kq = min(k_q, L)
+    values = torch.empty(Q, k_out, dtype=torch.float32, device=dev)
+    indices = torch.empty(Q, k_out, dtype=torch.int64, device=dev)
+    history = torch.empty(Q, iters + 1, k_out, dtype=torch.int64, device=dev) if return_history else None
+
+    for q in range(Q):
+        s = s_all[q]
+        # pi^(0): scores descending, ties by smaller index (stable sort), top L kept.
+        order = torch.sort(s, descending=True, stable=True).indices[:L]
+        slot = s[order]  # v_p, the initial scores sorted descending: fixed for semantics "reference"
+        key = slot.clone()  # key of the item at each position; for "paper" the item's accumulated score
+        steps = [order]
+        for _ in range(iters):
+            voters = order[:kq]  # step 1: the first K_q' items
+            # step 2: c_j = #voters having j among their neighbours, R_j = sum of j's ranks in their lists
+            ranks = rank_of[voters][:, order]  # (K_q', L) rank of each candidate in each voter's list, -1 if absent
+            c = (ranks >= 0).sum(dim=0)
+            R = ranks.clamp(min=0).sum(dim=0)
+            # step 3: delta_j = (c_j (G-1) - R_j) / ((G-1) K_q') in float64 from exact integers
+            delta = (c * (G - 1) - R).to(torch.float64) / float((G - 1) * kq)
+            # step 4: new keys; positions without votes keep their key (delta = 0 exactly)
+            base = slot if semantics == "reference" else key
+            new_key = torch.where(c > 0, base + beta * delta, base)
+            # step 5: stable sort: ties keep the current order
+            perm = torch.sort(new_key, descending=True, stable=True).indices
+            new_order = order[perm]
+            key = new_key[perm]
+            same_voters = bool(torch.equal(torch.sort(new_order[:kq]).values, torch.sort(voters).values))
+            order = new_order
+            steps.append(order)
+            if early_stop and same_voters:
+                break
+        while len(steps) < iters + 1:
+            steps.append(order)
+        values[q] = (key[:k_out] * sign).to(torch.float32)
+        indices[q] = order[:k_out]
+        if history is not None:
+            history[q] = torch.stack([st[:k_out] for st in steps])
+    return values, indices, history

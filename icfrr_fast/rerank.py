@@ -1,0 +1,153 @@
+"""Public ICFRR entry point: ``icfrr(scores, gallery, ...)`` -> ``(values, indices)`` like ``torch.topk``.
+
+ICFRR (Iterative Cluster-free Re-ranking; "If At First You Don't Succeed: Test Time Re-ranking for Zero-shot,
+Cross-domain Retrieval") lets each query's top-K_q gallery items vote for their own K_g nearest gallery neighbours
+and re-sorts, for T iterations. DESIGN §2 defines it; this module validates the call and dispatches to the
+registered op ``torch.ops.icfrr_fast.icfrr_rerank`` (C++ on CPU tensors, Triton/CUDA on GPU tensors, the reference
+anywhere else) or, with ``backend="reference"``, explicitly to ``icfrr_fast.reference``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from . import ops, reference
+from .graph import GalleryGraph
+
+__all__ = ["icfrr", "ICFRRResult"]
+
+BACKENDS = ("auto", "reference")
+
+
+class ICFRRResult(tuple):
+    """``(values, indices)`` like ``torch.topk``'s result, plus ``history`` (None unless requested).
+
+    Attributes:
+        values: (Q, k) float32 final keys, best first (for ``largest=False``: re-ranked distances, ascending).
+        indices: (Q, k) int64 gallery ids, best first.
+        history: (Q, T + 1, k) int64 order after every iteration ([:, 0] = initial ranking) or None.
+    """
+
+    def __new__(cls, values: Tensor, indices: Tensor, history: Optional[Tensor] = None):
+        self = super().__new__(cls, (values, indices))
+        self.history = history
+        return self
+
+    @property
+    def values(self) -> Tensor:
+        return self[0]
+
+    @property
+    def indices(self) -> Tensor:
+        return self[1]
+
+    def __repr__(self) -> str:
+        h = None if self.history is None else tuple(self.history.shape)
+        return f"ICFRRResult(values={tuple(self.values.shape)}, indices={tuple(self.indices.shape)}, history={h})"
+
+
+def icfrr(
+    scores: Tensor,
+    gallery: Union[GalleryGraph, Tensor],
+    *,
+    k_g: int = 256,
+    k_q: int = 250,
+    beta: float = 0.5,
+    iters: int = 5,
+    semantics: str = "reference",
+    largest: bool = True,
+    k: Optional[int] = None,
+    depth: Optional[int] = None,
+    return_history: bool = False,
+    early_stop: bool = False,
+    backend: str = "auto",
+) -> ICFRRResult:
+    """Re-rank every query's gallery ranking with ICFRR (DESIGN §2).
+
+    For T iterations, the first ``K_q' = min(k_q, L)`` items of the current order vote; item j gets
+    ``delta_j = mean over voters i of alpha(rank of j in N_i)``, ``alpha(r) = 1 - r / (G - 1)`` (0 outside N_i),
+    accumulated exactly in integers. ``semantics="reference"`` (the authors' released code): the item at position p
+    gets key ``v_p + beta * delta`` where v is the initial scores sorted descending. ``semantics="paper"``:
+    ``s^(t+1) = s^(t) + beta * delta^(t)``. A stable sort gives the next order (ties keep the current order).
+
+    Args:
+        scores: (Q, G) float16/bfloat16/float32/float64 query-gallery scores, larger is better; with
+            ``largest=False`` they are distances (e.g. ``torch.cdist``, as in the released code).
+        gallery: a :class:`GalleryGraph`, or a dense (G, G) gallery-gallery matrix of the same kind as ``scores``.
+        k_g: neighbours per gallery item, in [1, G - 1] (published: TU-Berlin 512, Sketchy-21 125).
+        k_q: voters per iteration, >= 1 (clipped to L; published: TU-Berlin 512, Sketchy-21 100).
+        beta: vote weight, finite and >= 0.
+        iters: iterations T >= 0 (0 returns the initial ranking).
+        semantics: "reference" or "paper".
+        largest: True when scores are similarities, False for distances.
+        k: results per query (default: all L).
+        depth: L, re-rank only the top-L of the initial ranking (default: all G, exact). A smaller L is an
+            approximation: votes for items outside it are dropped and only those L items are returned.
+        return_history: also return the order after every iteration as ``result.history``.
+        early_stop: stop a query once an iteration leaves its voter set unchanged (the paper's "until
+            convergence"; this can change results compared with running all T iterations).
+        backend: "auto" (the registered op for the tensors' device) or "reference" (the dense oracle).
+
+    Returns:
+        :class:`ICFRRResult` ``(values, indices)`` with ``history``.
+
+    Raises:
+        TypeError: non-tensor or integer/complex inputs.
+        ValueError: shape mismatches, G < 2, k_g not in [1, G - 1], k_q < 1, iters < 0, non-finite or negative
+            beta, NaN/inf scores, unknown semantics, out-of-range graph ids.
+
+    Example:
+        >>> import torch, icfrr_fast
+        >>> g = torch.randn(50, 8); q = torch.randn(3, 8)
+        >>> res = icfrr_fast.icfrr(torch.cdist(q, g), torch.cdist(g, g), k_g=10, k_q=5, largest=False)
+        >>> res.indices.shape
+        torch.Size([3, 50])
+    """
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"scores must be a torch.Tensor; got {type(scores).__name__}")
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D (Q, G); got shape {tuple(scores.shape)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if not isinstance(largest, bool):
+        raise TypeError(f"largest must be a bool; got {type(largest).__name__}")
+    G = scores.shape[1]
+    if isinstance(gallery, GalleryGraph):
+        graph = gallery
+    elif isinstance(gallery, Tensor):
+        if gallery.dim() != 2 or gallery.shape[0] != gallery.shape[1]:
+            raise ValueError(f"gallery must be a GalleryGraph or a square (G, G) matrix; got shape "
+                             f"{tuple(gallery.shape)}")
+        if gallery.shape[0] != G:
+            raise ValueError(f"gallery matrix is {gallery.shape[0]} x {gallery.shape[0]} but scores has G = {G} "
+                             f"columns")
+        if isinstance(k_g, int) and not isinstance(k_g, bool) and not 1 <= k_g <= G - 1:
+            raise ValueError(f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {k_g}")
+        graph = GalleryGraph.from_distances(gallery, k_g, largest=largest)
+    else:
+        raise TypeError(f"gallery must be a GalleryGraph or a (G, G) tensor; got {type(gallery).__name__}")
+    if graph.num_items != G:
+        raise ValueError(f"the gallery graph has G = {graph.num_items} items but scores has {G} columns")
+    if graph.num_items >= 2 and isinstance(k_g, int) and not isinstance(k_g, bool) and k_g > graph.num_items - 1:
+        raise ValueError(f"k_g must be in [1, G - 1] = [1, {graph.num_items - 1}]; got {k_g}")
+    neighbors = graph.neighbors_for(k_g)
+    if neighbors.device != scores.device:
+        raise ValueError(f"the gallery graph is on {neighbors.device} but scores are on {scores.device}; "
+                         f"move one with .to()")
+    L = G if depth is None else depth
+    k_out = L if k is None else k
+    if isinstance(beta, int) and not isinstance(beta, bool):
+        beta = float(beta)
+    if backend == "reference":
+        ops._validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out,
+                                   return_history, early_stop, check_data=True)
+        v, i, h = reference.icfrr_rerank(scores, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
+                                         largest=largest, depth=L, k=k_out, return_history=return_history,
+                                         early_stop=early_stop)
+    else:
+        v, i, h = ops.icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out,
+                                   return_history, early_stop)
+    return ICFRRResult(v, i, h if return_history else None)
