@@ -7,8 +7,10 @@ triton, timm or faiss, does not initialise CUDA, and succeeds even when the comp
 """
 
 from . import metrics, ops, reference
-from ._native import get_num_threads, set_num_threads
+from ._native import get_cpu_simd, get_num_threads, set_cpu_simd, set_num_threads
 from .graph import GalleryGraph
+from .index import ICFRRIndex
+from .knn import KNNResult, knn
 from .rerank import ICFRRResult, icfrr
 
 __version__ = "0.1.0"
@@ -17,10 +19,15 @@ __all__ = [
     "icfrr",
     "ICFRRResult",
     "GalleryGraph",
+    "ICFRRIndex",
+    "knn",
+    "KNNResult",
     "metrics",
     "ops",
     "reference",
     "set_num_threads",
     "get_num_threads",
+    "set_cpu_simd",
+    "get_cpu_simd",
     "__version__",
 ]
