@@ -7,7 +7,7 @@
 //   * each work item is a block of MC rows of X (packed into panels of MR rows, (D, MR) each, held in L2) and a
 //     chunk of the gallery; for every NC gallery items it computes the (MC, NC) tile with the micro-kernel (depth
 //     split into KC blocks so that one B micro-panel stays in L1), turns dot products into scores (metric epilogue)
-//     and offers each row to its TopKCollector, whose strict-threshold block filter rejects most items in one compare;
+//     and offers each row to its TopKBuffer, whose strict-threshold SIMD filter rejects most items (topk_buffer.h);
 //   * few rows (a small query batch against a big gallery): the gallery is also split into chunks, one heap per
 //     (row, chunk), merged at the end, so every thread has work whatever Q is.
 // Every score is one FMA chain over d = 0..D-1 (KC blocks continue the same accumulator through C), so the
@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "icfrr/parallel.h"
-#include "icfrr/topk_select.h"
+#include "icfrr/topk_buffer.h"
 
 namespace icfrr {
 namespace {
@@ -231,7 +231,7 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
   struct Scratch {
     AlignedBuffer<T> apack, c;
     std::vector<T> row;
-    std::vector<TopKCollector<T, LARGEST>> heaps;
+    std::vector<TopKBuffer<T, LARGEST>> heaps;
   };
   std::vector<Scratch> scratch(nt);
   const int64_t mc_pad = ((blk.mc + mr - 1) / mr) * mr;
@@ -241,7 +241,7 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
     s.row.resize(blk.nc);
     if (!a.dense) {
       s.heaps.reserve(blk.mc);
-      for (int64_t r = 0; r < blk.mc; ++r) s.heaps.emplace_back(k);
+      for (int64_t r = 0; r < blk.mc; ++r) s.heaps.emplace_back(k, blk.nc);
     }
   }
 
@@ -266,8 +266,17 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
         const int64_t kc = std::min(blk.kc, D - p0);
         for (int64_t jp = 0; jp < cpanels; ++jp) {
           const T* bp = ytile + jp * nr * D + p0 * nr;
-          for (int64_t ip = 0; ip < rpanels; ++ip)
+          // The B micro-panel comes from DRAM on its first use (packed Y exceeds the caches) and the micro-kernel
+          // reads it at one line per few cycles: prefetch the next one into L2 while this one is in use, a slice
+          // before each of the rpanels calls.
+          const char* next = reinterpret_cast<const char*>(jp + 1 < cpanels ? bp + nr * D : bp + kc * nr);
+          const int64_t lines = (kc * nr * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+          const int64_t per_call = (lines + rpanels - 1) / rpanels;
+          for (int64_t ip = 0; ip < rpanels; ++ip) {
+            for (int64_t l = ip * per_call; l < std::min(lines, (ip + 1) * per_call); ++l)
+              __builtin_prefetch(next + 64 * l, 0, 2);
             kern.fn(kc, s.apack.data() + ip * mr * D + p0 * mr, bp, C + ip * mr * ldc + jp * nr, ldc, p0 > 0);
+          }
         }
       }
       // Epilogue: dot products -> scores, then selection (or dense store).
@@ -312,14 +321,24 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
   if (!ok) return false;
 
   if (nchunks > 1) {
+    // Merge the chunks' lists: the best k of their union, by (value, smaller index).
+    std::vector<std::vector<std::pair<T, int64_t>>> merge_buf(nt);
     const bool merged = parallel_rows(Q, nt, static_cast<double>(nchunks * k) * 8, poll, [&](int64_t i, int tid) {
-      auto& heap = scratch[tid].heaps[0];
-      heap.reset();
+      auto& m = merge_buf[tid];
+      m.clear();
       for (int64_t c = 0; c < nchunks; ++c) {
         const int64_t slot = c * Q + i;
-        for (int64_t m = 0; m < part_n[slot]; ++m) heap.push(part_v[slot * k + m], part_i[slot * k + m]);
+        for (int64_t e = 0; e < part_n[slot]; ++e) m.emplace_back(part_v[slot * k + e], part_i[slot * k + e]);
       }
-      heap.finalize(out_v + i * k, a.out_indices + i * k);
+      auto before = [](const std::pair<T, int64_t>& x, const std::pair<T, int64_t>& y) {
+        return RankOrder<LARGEST>::before(x.first, x.second, y.first, y.second);
+      };
+      std::nth_element(m.begin(), m.begin() + (k - 1), m.end(), before);
+      std::sort(m.begin(), m.begin() + k, before);
+      for (int64_t e = 0; e < k; ++e) {
+        out_v[i * k + e] = m[e].first;
+        a.out_indices[i * k + e] = m[e].second;
+      }
     });
     if (!merged) return false;
   }
