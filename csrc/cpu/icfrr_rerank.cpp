@@ -11,27 +11,27 @@
 namespace icfrr {
 namespace {
 
-template <typename T, typename K, typename Acc>
+template <typename T, typename Acc>
 bool run(const RerankArgs& a, InterruptPoll poll) {
   const int64_t kq = a.k_q < a.depth ? a.k_q : a.depth;
   const int nt = a.num_threads < 1 ? 1 : a.num_threads;
-  const int64_t bytes = rerank_scratch_bytes<Acc, K>(a.G, a.depth, kq, a.K_g);
+  const int64_t bytes = rerank_scratch_bytes<Acc>(a.G, a.depth);
   std::vector<std::unique_ptr<uint64_t[]>> buffers(nt);  // uint64_t: 8-byte alignment
-  std::vector<RerankScratch<Acc, K>> scratch(nt);
+  std::vector<RerankScratch<Acc>> scratch(nt);
   const double cost = static_cast<double>(a.G) + static_cast<double>(a.iters) * kq * a.K_g;
   return parallel_rows(a.Q, nt, cost, poll, [&](int64_t q, int tid) {
     if (!buffers[tid]) {  // first query of this thread: allocate and lay out its scratch
       buffers[tid].reset(new uint64_t[(bytes + 7) / 8]);
-      scratch[tid] = rerank_scratch_carve<Acc, K>(buffers[tid].get(), a.G, a.depth, kq, a.K_g);
+      scratch[tid] = rerank_scratch_carve<Acc>(buffers[tid].get(), a.G, a.depth);
     }
-    rerank_query<T, K, Acc>(a, q, scratch[tid]);
+    rerank_query<T, Acc>(a, q, scratch[tid]);
   });
 }
 
 template <typename Acc>
 bool dispatch_dtype(const RerankArgs& a, InterruptPoll poll) {
-  if (a.scores_is_double) return run<double, uint64_t, Acc>(a, poll);
-  return run<float, uint32_t, Acc>(a, poll);
+  if (a.scores_is_double) return run<double, Acc>(a, poll);
+  return run<float, Acc>(a, poll);
 }
 
 }  // namespace

@@ -21,8 +21,8 @@
 
 namespace icfrr {
 
-/// Scratch of one worker (one query at a time). Sizes: G = gallery, L = depth, T = touched capacity.
-template <typename Acc, typename K>
+/// Scratch of one worker (one query at a time). Sizes: G = gallery, L = depth.
+template <typename Acc>
 struct RerankScratch {
   Acc* acc;                  ///< (G) packed votes; all zero between iterations
   int32_t* pos;              ///< (G) position of each item in the current order, -1 outside it; -1 between queries
@@ -33,40 +33,31 @@ struct RerankScratch {
   double* new_cur;           ///< (L)
   double* bkey;              ///< (L) key of the voted item at position p
   uint8_t* boosted;          ///< (L) 1 when the item at position p was voted this iteration; zero between iterations
-  int32_t* touched;          ///< (T) voted gallery ids, T = min(G, K_q' K_g) + 1
+  int32_t* touched;          ///< (G + 1) voted ids (sparse case)
+  Acc* touched_votes;        ///< (G + 1) their packed votes
   int32_t* blist;            ///< (L) voted positions, then sorted by key
-  uint64_t* bsort_keys;      ///< (L)
-  uint64_t* bsort_tmp_keys;  ///< (L)
-  int32_t* bsort_tmp_pos;    ///< (L)
-  K* init_keys;              ///< (G) radix keys of the initial scores
-  K* init_tmp_keys;          ///< (G)
+  uint32_t* sort_keys;       ///< (G) radix keys (initial scores, then voted keys' high bits)
+  uint32_t* sort_tmp_keys;   ///< (G)
   int32_t* init_ids;         ///< (G)
-  int32_t* init_tmp_ids;     ///< (G)
+  int32_t* sort_tmp_ids;     ///< (G)
 };
-
-ICFRR_HD int64_t rerank_touched_capacity(int64_t G, int64_t kq, int64_t K_g) {
-  const int64_t votes = kq * K_g;
-  return (votes < G ? votes : G) + 1;
-}
 
 namespace detail {
 ICFRR_HD int64_t align8(int64_t n) { return (n + 7) & ~int64_t(7); }
 }  // namespace detail
 
-/// Bytes of scratch one worker needs (every section 8-byte aligned).
-template <typename Acc, typename K>
-ICFRR_HD int64_t rerank_scratch_bytes(int64_t G, int64_t L, int64_t kq, int64_t K_g) {
+/// Bytes of scratch one worker needs (every section 8-byte aligned): about (2 G (sizeof(Acc) + 12) + 45 L) bytes.
+template <typename Acc>
+ICFRR_HD int64_t rerank_scratch_bytes(int64_t G, int64_t L) {
   using detail::align8;
-  const int64_t T = rerank_touched_capacity(G, kq, K_g);
   return align8(G * sizeof(Acc)) + align8(G * 4) + 2 * align8(L * 4) + 4 * align8(L * 8) + align8(L) +
-         align8(T * 4) + align8(L * 4) + 2 * align8(L * 8) + align8(L * 4) + 2 * align8(G * sizeof(K)) +
-         2 * align8(G * 4);
+         align8((G + 1) * 4) + align8((G + 1) * sizeof(Acc)) + align8(L * 4) + 4 * align8(G * 4);
 }
 
 /// Lay the sections out in `buf` (rerank_scratch_bytes bytes, 8-byte aligned) and initialise the invariants
 /// (acc = 0, pos = -1, boosted = 0).
-template <typename Acc, typename K>
-ICFRR_HD RerankScratch<Acc, K> rerank_scratch_carve(void* buf, int64_t G, int64_t L, int64_t kq, int64_t K_g) {
+template <typename Acc>
+ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, int64_t G, int64_t L) {
   using detail::align8;
   char* p = static_cast<char*>(buf);
   auto take = [&p](int64_t bytes) {
@@ -74,7 +65,7 @@ ICFRR_HD RerankScratch<Acc, K> rerank_scratch_carve(void* buf, int64_t G, int64_
     p += align8(bytes);
     return q;
   };
-  RerankScratch<Acc, K> s;
+  RerankScratch<Acc> s;
   s.acc = reinterpret_cast<Acc*>(take(G * sizeof(Acc)));
   s.pos = reinterpret_cast<int32_t*>(take(G * 4));
   s.order = reinterpret_cast<int32_t*>(take(L * 4));
@@ -84,15 +75,13 @@ ICFRR_HD RerankScratch<Acc, K> rerank_scratch_carve(void* buf, int64_t G, int64_
   s.new_cur = reinterpret_cast<double*>(take(L * 8));
   s.bkey = reinterpret_cast<double*>(take(L * 8));
   s.boosted = reinterpret_cast<uint8_t*>(take(L));
-  s.touched = reinterpret_cast<int32_t*>(take(rerank_touched_capacity(G, kq, K_g) * 4));
+  s.touched = reinterpret_cast<int32_t*>(take((G + 1) * 4));
+  s.touched_votes = reinterpret_cast<Acc*>(take((G + 1) * sizeof(Acc)));
   s.blist = reinterpret_cast<int32_t*>(take(L * 4));
-  s.bsort_keys = reinterpret_cast<uint64_t*>(take(L * 8));
-  s.bsort_tmp_keys = reinterpret_cast<uint64_t*>(take(L * 8));
-  s.bsort_tmp_pos = reinterpret_cast<int32_t*>(take(L * 4));
-  s.init_keys = reinterpret_cast<K*>(take(G * sizeof(K)));
-  s.init_tmp_keys = reinterpret_cast<K*>(take(G * sizeof(K)));
+  s.sort_keys = reinterpret_cast<uint32_t*>(take(G * 4));
+  s.sort_tmp_keys = reinterpret_cast<uint32_t*>(take(G * 4));
   s.init_ids = reinterpret_cast<int32_t*>(take(G * 4));
-  s.init_tmp_ids = reinterpret_cast<int32_t*>(take(G * 4));
+  s.sort_tmp_ids = reinterpret_cast<int32_t*>(take(G * 4));
   for (int64_t j = 0; j < G; ++j) {
     s.acc[j] = 0;
     s.pos[j] = -1;
@@ -103,16 +92,19 @@ ICFRR_HD RerankScratch<Acc, K> rerank_scratch_carve(void* buf, int64_t G, int64_
 
 namespace detail {
 
-/// Step 1: pi^(0) = scores descending, ties by smaller index (stable radix sort of ids in index order); top L kept.
-template <typename T, typename Acc, typename K>
-ICFRR_HD void initial_order(const RerankArgs& a, const T* s, const RerankScratch<Acc, K>& w) {
+/// Step 1: pi^(0) = scores descending, ties by smaller index (stable sort of ids given in index order); top L kept.
+template <typename T, typename Acc>
+ICFRR_HD void initial_order(const RerankArgs& a, const T* s, const RerankScratch<Acc>& w) {
   const int64_t G = a.G, L = a.depth;
   const T sign = a.largest ? T(1) : T(-1);
-  for (int64_t j = 0; j < G; ++j) {
-    w.init_keys[j] = descending_key(static_cast<T>(sign * s[j]));
-    w.init_ids[j] = static_cast<int32_t>(j);
+  for (int64_t j = 0; j < G; ++j) w.init_ids[j] = static_cast<int32_t>(j);
+  if (sizeof(T) == 4) {  // float32: the 32-bit key is exact
+    for (int64_t j = 0; j < G; ++j) w.sort_keys[j] = static_cast<uint32_t>(descending_key(static_cast<T>(sign * s[j])));
+    radix_sort_pairs(w.sort_keys, w.init_ids, G, w.sort_tmp_keys, w.sort_tmp_ids);
+  } else {  // float64: high 32 bits by radix, then exact fix-up inside equal runs
+    sort_by_u64_key(w.init_ids, G, w.sort_keys, w.sort_tmp_keys, w.sort_tmp_ids,
+                    [s, sign](int32_t id) { return static_cast<uint64_t>(descending_key(static_cast<T>(sign * s[id]))); });
   }
-  radix_sort_pairs(w.init_keys, w.init_ids, G, w.init_tmp_keys, w.init_tmp_ids);
   for (int64_t p = 0; p < L; ++p) {
     const int32_t id = w.init_ids[p];
     w.order[p] = id;
@@ -128,46 +120,71 @@ struct IterResult {
 };
 
 /// Step 2: one iteration over the scratch state. FULL: depth == G (every item is a candidate).
-template <bool FULL, typename Acc, typename K>
-ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch<Acc, K>& w, int64_t& dirty_max) {
+template <bool FULL, typename Acc>
+ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch<Acc>& w, int64_t& dirty_max) {
   const int64_t G = a.G;
   Acc* acc = w.acc;
   const int32_t* pos = w.pos;
 
-  // 2a. votes: acc[j] += (1 << SHIFT) + r for every voter i and rank r with j = n_i(r) a candidate. `touched` gets
-  //     each voted id once (written unconditionally, advanced only on the first vote: no branch).
-  int64_t nt = 0;
+  // 2a. votes: acc[j] += (1 << SHIFT) + r for every voter i and rank r with j = n_i(r) a candidate. Nothing else
+  //     in this loop: a running count of distinct ids would chain every update to the previous load.
   for (int64_t p = 0; p < kq; ++p) {
     const int32_t* row = a.neighbors + static_cast<int64_t>(w.order[p]) * a.nbr_stride;
     Acc inc = vote_increment<Acc>(0);
     for (int64_t r = 0; r < a.K_g; ++r, ++inc) {
       const int32_t j = row[r];
       if (!FULL && pos[j] < 0) continue;
-      const Acc old = acc[j];
-      acc[j] = old + inc;
-      w.touched[nt] = j;
-      nt += (old == 0);
+      acc[j] += inc;
     }
   }
 
-  // 2b. keys of the voted items, marked by position; acc is cleared for the next iteration.
-  int64_t maxpos = -1;
-  for (int64_t x = 0; x < nt; ++x) {
-    const int32_t j = w.touched[x];
-    const Acc v = acc[j];
-    acc[j] = 0;
-    const int32_t p = pos[j];
-    const double delta = vote_delta(vote_count(v), vote_rank_sum(v), G, kq);
-    const double base = a.paper ? w.cur[p] : w.slot[p];
-    w.bkey[p] = vote_key(base, a.beta, delta);
-    w.boosted[p] = 1;
-    if (p > maxpos) maxpos = p;
+  // 2b. keys of the voted items (marked by position, acc cleared for the next iteration) and the voted positions
+  //        in position order. Dense case (L <= votes, e.g. G = 10^4): one scan of the L positions. Sparse case
+  //        (G = 10^6): walk the voters' lists again, collecting each voted id once without a branch (a second
+  //        visit reads the cleared zero), then scan positions [0, max voted position].
+  int64_t maxpos = -1, nb = 0;
+  const int64_t n_votes = kq * a.K_g;
+  if (a.depth <= n_votes) {
+    for (int64_t p = 0; p < a.depth; ++p) {
+      const int32_t j = w.order[p];
+      const Acc v = acc[j];
+      if (v == 0) continue;
+      acc[j] = 0;
+      const double delta = vote_delta(vote_count(v), vote_rank_sum(v), G, kq);
+      const double base = a.paper ? w.cur[p] : w.slot[p];
+      w.bkey[p] = vote_key(base, a.beta, delta);
+      w.boosted[p] = 1;
+      w.blist[nb++] = static_cast<int32_t>(p);
+      maxpos = p;
+    }
+  } else {
+    int64_t nt = 0;
+    for (int64_t pv = 0; pv < kq; ++pv) {
+      const int32_t* row = a.neighbors + static_cast<int64_t>(w.order[pv]) * a.nbr_stride;
+      for (int64_t r = 0; r < a.K_g; ++r) {
+        const int32_t j = row[r];
+        if (!FULL && pos[j] < 0) continue;
+        const Acc v = acc[j];
+        acc[j] = 0;
+        w.touched[nt] = j;
+        w.touched_votes[nt] = v;
+        nt += (v != 0);
+      }
+    }
+    for (int64_t x = 0; x < nt; ++x) {
+      const int32_t p = pos[w.touched[x]];
+      const Acc v = w.touched_votes[x];
+      const double delta = vote_delta(vote_count(v), vote_rank_sum(v), G, kq);
+      const double base = a.paper ? w.cur[p] : w.slot[p];
+      w.bkey[p] = vote_key(base, a.beta, delta);
+      w.boosted[p] = 1;
+      if (p > maxpos) maxpos = p;
+    }
+    for (int64_t p = 0; p <= maxpos; ++p)
+      if (w.boosted[p]) w.blist[nb++] = static_cast<int32_t>(p);
   }
 
-  // 2c. voted positions in position order, then a stable sort by key, descending.
-  int64_t nb = 0;
-  for (int64_t p = 0; p <= maxpos; ++p)
-    if (w.boosted[p]) w.blist[nb++] = static_cast<int32_t>(p);
+  // 2c. stable sort of the voted positions by key, descending.
   if (nb <= 32) {
     for (int64_t x = 1; x < nb; ++x) {  // insertion sort: stable
       const int32_t p = w.blist[x];
@@ -179,8 +196,9 @@ ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch
       w.blist[y] = p;
     }
   } else {
-    for (int64_t x = 0; x < nb; ++x) w.bsort_keys[x] = descending_key(w.bkey[w.blist[x]]);
-    radix_sort_pairs(w.bsort_keys, w.blist, nb, w.bsort_tmp_keys, w.bsort_tmp_pos);
+    const double* bkey = w.bkey;
+    sort_by_u64_key(w.blist, nb, w.sort_keys, w.sort_tmp_keys, w.sort_tmp_ids,
+                    [bkey](int32_t p) { return descending_key(bkey[p]); });
   }
 
   // 2d. merge voted (sorted) with unvoted (in order) over positions [0, maxpos]. Stable: equal keys keep the
@@ -229,8 +247,8 @@ ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch
   return res;
 }
 
-template <typename Acc, typename K>
-ICFRR_HD void write_history(const RerankArgs& a, const RerankScratch<Acc, K>& w, int64_t q, int64_t t) {
+template <typename Acc>
+ICFRR_HD void write_history(const RerankArgs& a, const RerankScratch<Acc>& w, int64_t q, int64_t t) {
   int64_t* h = a.out_history + (q * (a.iters + 1) + t) * a.k;
   for (int64_t p = 0; p < a.k; ++p) h[p] = w.order[p];
 }
@@ -238,10 +256,10 @@ ICFRR_HD void write_history(const RerankArgs& a, const RerankScratch<Acc, K>& w,
 }  // namespace detail
 
 /// Re-rank query q: writes out_values[q], out_indices[q] (and out_history[q] when set). T: float or double scores;
-/// K: the matching radix key (uint32_t / uint64_t); Acc: the vote packing chosen by vote_packing_fits.
-/// Leaves the scratch invariants (acc = 0, pos = -1, boosted = 0) as it found them.
-template <typename T, typename K, typename Acc>
-ICFRR_HD void rerank_query(const RerankArgs& a, int64_t q, const RerankScratch<Acc, K>& w) {
+/// Acc: the vote packing chosen by vote_packing_fits. Leaves the scratch invariants (acc = 0, pos = -1,
+/// boosted = 0) as it found them.
+template <typename T, typename Acc>
+ICFRR_HD void rerank_query(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w) {
   const int64_t kq = a.k_q < a.depth ? a.k_q : a.depth;
   const T* scores = static_cast<const T*>(a.scores) + q * a.score_stride;
   detail::initial_order<T>(a, scores, w);
