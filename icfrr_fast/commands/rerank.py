@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if gg.shape != (G, G):
         raise ValueError(f"gg must be ({G}, {G}) to match qg's {G} gallery columns; got {tuple(gg.shape)}")
     if not 1 <= args.k_g <= G - 1:
-        raise ValueError(f"k_g (--k-g) must be in [1, G - 1] = [1, {G - 1}]; got {args.k_g}")
+        raise ValueError(f"--k-g: k_g must be in [1, G - 1] = [1, {G - 1}]; got {args.k_g}")
     t0 = time.perf_counter()
     graph = GalleryGraph.from_distances(gg, args.k_g, largest=largest)
     t_graph = time.perf_counter() - t0
