@@ -8,6 +8,7 @@
 #include "icfrr/dense_topk.h"
 #include "icfrr/icfrr_rerank.h"
 #include "icfrr/knn_topk.h"
+#include "icfrr/simd.h"
 
 namespace py = pybind11;
 
@@ -103,7 +104,7 @@ PYBIND11_MODULE(_C, m) {
       "knn_topk",
       [](uintptr_t x, int64_t x_stride, uintptr_t y, int64_t y_stride, bool is_double, int64_t Q, int64_t G,
          int64_t D, int64_t k, int metric, bool largest, bool exclude_self, int64_t row_offset, int precision,
-         int simd, bool dense, uintptr_t out_values, uintptr_t out_indices, int num_threads) {
+         bool dense, uintptr_t out_values, uintptr_t out_indices, int num_threads) {
         icfrr::KnnTopKArgs a;
         a.x = as_ptr<const void>(x);
         a.x_stride = x_stride;
@@ -119,7 +120,6 @@ PYBIND11_MODULE(_C, m) {
         a.exclude_self = exclude_self;
         a.row_offset = row_offset;
         a.precision = static_cast<icfrr::KnnPrecision>(precision);
-        a.simd = static_cast<icfrr::KnnSimd>(simd);
         a.dense = dense;
         a.out_values = as_ptr<void>(out_values);
         a.out_indices = as_ptr<int64_t>(out_indices);
@@ -128,12 +128,19 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("x"), py::arg("x_stride"), py::arg("y"), py::arg("y_stride"), py::arg("is_double"), py::arg("Q"),
       py::arg("G"), py::arg("D"), py::arg("k"), py::arg("metric"), py::arg("largest"), py::arg("exclude_self"),
-      py::arg("row_offset"), py::arg("precision"), py::arg("simd"), py::arg("dense"), py::arg("out_values"),
+      py::arg("row_offset"), py::arg("precision"), py::arg("dense"), py::arg("out_values"),
       py::arg("out_indices"), py::arg("num_threads"));
 
-  // SIMD paths of knn_topk: 0 auto, 1 portable, 2 avx2, 3 avx512 (icfrr_fast._native maps the names).
-  m.def("knn_topk_simd_supported", [](int simd) { return icfrr::knn_topk_simd_supported(static_cast<icfrr::KnnSimd>(simd)); });
-  m.def("knn_topk_best_simd", []() { return static_cast<int>(icfrr::knn_topk_best_simd()); });
+  m.def("set_simd_enabled", &icfrr::set_simd_enabled, py::arg("enabled"),
+        "Allow (True) or forbid (False) the vectorised CPU paths; results are identical either way.");
+  m.def("simd_enabled", []() { return icfrr::simd_enabled_flag().load(); });
+  m.def("cpu_has_avx2", []() {
+#if defined(__x86_64__)
+    return static_cast<bool>(__builtin_cpu_supports("avx2"));
+#else
+    return false;
+#endif
+  });
 
 #ifdef ICFRR_WITH_CUDA
   m.attr("has_cuda") = true;

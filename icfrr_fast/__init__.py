@@ -7,7 +7,7 @@ triton, timm or faiss, does not initialise CUDA, and succeeds even when the comp
 """
 
 from . import metrics, ops, reference
-from ._native import get_cpu_simd, get_num_threads, set_cpu_simd, set_num_threads
+from ._native import get_num_threads, set_num_threads
 from .graph import GalleryGraph
 from .index import ICFRRIndex
 from .knn import KNNResult, knn
@@ -27,7 +27,5 @@ __all__ = [
     "reference",
     "set_num_threads",
     "get_num_threads",
-    "set_cpu_simd",
-    "get_cpu_simd",
     "__version__",
 ]

@@ -52,36 +52,12 @@ def get_num_threads() -> int:
     return _num_threads if _num_threads is not None else max(1, torch.get_num_threads())
 
 
-#: SIMD paths of the knn_topk CPU kernel, by the code the native module uses for each.
-CPU_SIMD = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
-_cpu_simd = "auto"
+def set_simd_enabled(enabled: bool) -> None:
+    """Allow (True, default) or forbid (False) the vectorised CPU paths. Results are identical either way; tests
+    run both."""
+    load().set_simd_enabled(bool(enabled))
 
 
-def cpu_simd_supported(name: str) -> bool:
-    """True when the knn_topk SIMD path ``name`` ("auto", "portable", "avx2", "avx512") can run on this CPU."""
-    if name not in CPU_SIMD:
-        raise ValueError(f"simd must be one of {tuple(CPU_SIMD)}; got {name!r}")
-    return bool(load().knn_topk_simd_supported(CPU_SIMD[name]))
-
-
-def set_cpu_simd(name: Optional[str]) -> None:
-    """Force the knn_topk CPU micro-kernel: "portable" (plain C++ with std::fma, any CPU), "avx2", "avx512", or
-    "auto"/None (the widest the CPU supports). Every path computes bit-identical float32 scores (same FMA chain).
-
-    Raises:
-        ValueError: unknown name, or a path this CPU cannot run.
-    """
-    global _cpu_simd
-    name = "auto" if name is None else name
-    if not cpu_simd_supported(name):
-        raise ValueError(f"simd {name!r} is not supported by this CPU; supported: "
-                         f"{[n for n in CPU_SIMD if cpu_simd_supported(n)]}")
-    _cpu_simd = name
-
-
-def get_cpu_simd(resolve: bool = False) -> str:
-    """The knn_topk SIMD path in use ("auto" unless forced); with ``resolve`` the path "auto" stands for here."""
-    if resolve and _cpu_simd == "auto":
-        code = load().knn_topk_best_simd()
-        return next(n for n, c in CPU_SIMD.items() if c == code)
-    return _cpu_simd
+def simd_enabled() -> bool:
+    """Whether the vectorised CPU paths may run (they also need CPU support: see ``cpu_has_avx2``)."""
+    return bool(load().simd_enabled())

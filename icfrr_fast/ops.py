@@ -71,10 +71,17 @@ def _check_int(name: str, v, lo: int, hi: int | None = None, hint: str = "") -> 
     torch._check_value(lo <= v and (hi is None or v <= hi), lambda: f"{name} must be in {rng}{hint}; got {v}")
 
 
+def _check_bool(name: str, v) -> None:
+    torch._check_type(isinstance(v, bool), lambda: f"{name} must be a bool; got {type(v).__name__}")
+
+
 def _check_finite(name: str, t: Tensor) -> None:
-    """Data check (one pass): no NaN or infinity."""
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite; it contains NaN or infinite values")
+    """Data check, one pass without a temporary of t's size: min and max are finite iff every value is (NaN
+    propagates through both)."""
+    if t.numel():
+        lo, hi = torch.aminmax(t)
+        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+            raise ValueError(f"{name} must be finite; it contains NaN or infinite values")
 
 
 def _as_kernel_float(t: Tensor) -> Tensor:
@@ -92,7 +99,10 @@ def _as_kernel_float(t: Tensor) -> Tensor:
 def _validate_dense_topk(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int,
                          check_data: bool = False) -> None:
     _check_float_matrix("x", x)
+    _check_bool("largest", largest)
+    _check_bool("exclude_self", exclude_self)
     R, C = x.shape
+    torch._check_value(C < 2**31 - 1, lambda: f"x must have fewer than 2^31 - 1 columns; got {C}")
     _check_int("row_offset", row_offset, 0)
     if exclude_self:
         torch._check_value(
@@ -144,6 +154,8 @@ def _validate_icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: fl
                            largest: bool, depth: int, k: int, return_history: bool, early_stop: bool,
                            check_data: bool = False) -> None:
     _check_float_matrix("scores", scores)
+    for name, flag in (("largest", largest), ("return_history", return_history), ("early_stop", early_stop)):
+        _check_bool(name, flag)
     torch._check_type(isinstance(neighbors, Tensor),
                       lambda: f"neighbors must be a torch.Tensor; got {type(neighbors).__name__}")
     torch._check_type(neighbors.dtype == torch.int32,
@@ -314,7 +326,7 @@ def _cpu_knn(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_s
             x=xk.data_ptr(), x_stride=xk.stride(0), y=yk.data_ptr(), y_stride=yk.stride(0),
             is_double=out_dtype == torch.float64, Q=Q, G=G, D=D, k=k, metric=kmetric, largest=largest,
             exclude_self=exclude_self, row_offset=row_offset, precision=0 if precision == "fp32" else 1,
-            simd=_native.CPU_SIMD[_native.get_cpu_simd()], dense=dense, out_values=values.data_ptr(),
+            dense=dense, out_values=values.data_ptr(),
             out_indices=indices.data_ptr() if not dense else 0, num_threads=_native.get_num_threads(),
         )
     return values, indices

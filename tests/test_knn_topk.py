@@ -8,11 +8,11 @@ import torch
 import icfrr_fast
 from icfrr_fast import _native, ops, reference
 
-from _assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
+from tests._assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
 
 METRICS = ["ip", "cosine", "l2", "l2sq"]
 LARGEST = {"ip": True, "cosine": True, "l2": False, "l2sq": False}
-SIMD_PATHS = [s for s in ("portable", "avx2", "avx512") if _native.cpu_simd_supported(s)]
+SIMD = [True, False]  # the vectorised (AVX2) micro-kernel where the CPU has it, and the portable one
 
 # (Q, G, D, k): tiny, sizes off every block multiple (MR 4/6/12, NR 16/32, tile 256/512), k = G, G = 2, D = 1
 SHAPES = [
@@ -34,11 +34,11 @@ def _tol(metric, D):
     return dict(atol=2e-4 * max(D, 1), rtol=1e-5) if metric in ("ip", "l2sq") else dict(atol=1e-4, rtol=1e-5)
 
 
-@pytest.fixture(params=SIMD_PATHS, ids=lambda s: f"simd={s}")
+@pytest.fixture(params=SIMD, ids=["simd=on", "simd=off"])
 def simd(request):
-    _native.set_cpu_simd(request.param)
+    _native.set_simd_enabled(request.param)
     yield request.param
-    _native.set_cpu_simd(None)
+    _native.set_simd_enabled(True)
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -77,19 +77,19 @@ def test_ties_go_to_the_smaller_index(simd, metric):
     assert_values_equal(v.double(), rv, "values")
 
 
-def test_simd_paths_bit_identical():
-    """Every SIMD path runs the same FMA chain per score: identical values and ids (not just close)."""
+def test_simd_and_portable_bit_identical():
+    """The AVX2 and portable micro-kernels run the same FMA chain per score: identical values and ids."""
     x, y = _data(37, 700, 77, seed=3)
     results = {}
-    for s in SIMD_PATHS:
-        _native.set_cpu_simd(s)
-        results[s] = (icfrr_fast.knn(x, y, 31, metric="l2"), ops.knn_scores(x, y, "cosine", "fp32"))
-    _native.set_cpu_simd(None)
-    (v0, i0), s0 = results["portable"]
-    for s, ((v, i), sc) in results.items():
-        assert_values_equal(v, v0, f"{s} values")
-        assert_rankings_equal(i, i0, f"{s} ids")
-        assert_values_equal(sc, s0, f"{s} dense scores")
+    for on in SIMD:
+        _native.set_simd_enabled(on)
+        results[on] = (icfrr_fast.knn(x, y, 31, metric="l2"), ops.knn_scores(x, y, "cosine", "fp32"))
+    _native.set_simd_enabled(True)
+    (v0, i0), s0 = results[False]
+    (v, i), sc = results[True]
+    assert_values_equal(v, v0, "values")
+    assert_rankings_equal(i, i0, "ids")
+    assert_values_equal(sc, s0, "dense scores")
 
 
 @pytest.mark.parametrize("Q", [1, 3, 200], ids=lambda q: f"Q={q}")  # Q small: the gallery is split across threads
@@ -215,7 +215,6 @@ def test_torch_compile_fullgraph():
         (lambda x, y: icfrr_fast.knn(x, y.index_fill(0, torch.tensor([3]), float("inf")), 2), ValueError,
          "y must be finite"),
         (lambda x, y: ops.knn_scores(x, y[:, :2], "ip", "fp32"), ValueError, "same feature dimension D"),
-        (lambda x, y: icfrr_fast.set_cpu_simd("sse9"), ValueError, "simd must be one of"),
     ],
 )
 def test_validation(call, exc, match):

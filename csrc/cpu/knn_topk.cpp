@@ -11,7 +11,7 @@
 //   * few rows (a small query batch against a big gallery): the gallery is also split into chunks, one heap per
 //     (row, chunk), merged at the end, so every thread has work whatever Q is.
 // Every score is one FMA chain over d = 0..D-1 (KC blocks continue the same accumulator through C), so the
-// portable, AVX2 and AVX-512 kernels and any blocking or thread count give bit-identical scores (tests check it).
+// portable and AVX2 kernels and any blocking or thread count give bit-identical scores (tests check it).
 #include "icfrr/knn_topk.h"
 
 #include <algorithm>
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "icfrr/parallel.h"
+#include "icfrr/simd.h"
 #include "icfrr/topk_buffer.h"
 
 namespace icfrr {
@@ -55,15 +56,11 @@ struct Kernel {
   int64_t mr, nr;
 };
 
-Kernel<float> select_kernel(KnnSimd simd) {
-  if (simd == KnnSimd::kAuto) simd = knn_topk_best_simd();
+Kernel<float> select_kernel() {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (simd == KnnSimd::kAVX512) {
-    KnnKernelInfo k = knn_microkernel_avx512();
-    return {k.fn, k.mr, k.nr};
-  }
-  if (simd == KnnSimd::kAVX2) {
-    KnnKernelInfo k = knn_microkernel_avx2();
+  static const bool has_fma = __builtin_cpu_supports("fma");
+  if (use_avx2() && has_fma) {
+    const KnnKernelInfo k = knn_microkernel_avx2();
     return {k.fn, k.mr, k.nr};
   }
 #endif
@@ -358,35 +355,13 @@ bool dispatch_order(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll p
 
 }  // namespace
 
-bool knn_topk_simd_supported(KnnSimd simd) {
-  switch (simd) {
-    case KnnSimd::kAuto:
-    case KnnSimd::kPortable:
-      return true;
-#if defined(__x86_64__) || defined(_M_X64)
-    case KnnSimd::kAVX2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case KnnSimd::kAVX512:
-      return __builtin_cpu_supports("avx512f");
-#endif
-    default:
-      return false;
-  }
-}
-
-KnnSimd knn_topk_best_simd() {
-  if (knn_topk_simd_supported(KnnSimd::kAVX512)) return KnnSimd::kAVX512;
-  if (knn_topk_simd_supported(KnnSimd::kAVX2)) return KnnSimd::kAVX2;
-  return KnnSimd::kPortable;
-}
-
 bool knn_topk_cpu(const KnnTopKArgs& a, InterruptPoll poll) {
   if (a.is_double) {
     // float64: the portable kernel (float64 FMA chains); no SIMD kernel is specialised for it.
     Kernel<double> kern{portable_kernel<double, kPortableMR, kPortableNR>, kPortableMR, kPortableNR};
     return dispatch_order<double>(a, kern, poll);
   }
-  return dispatch_order<float>(a, select_kernel(a.simd), poll);
+  return dispatch_order<float>(a, select_kernel(), poll);
 }
 
 }  // namespace icfrr

@@ -4,7 +4,7 @@
 // Oracle: icfrr_fast.reference.knn_topk   Test: tests/test_knn_topk.py   Bench: benchmarks/bench_knn_topk.py
 // Invariants: ties -> smaller index; with exclude_self row i never returns item i + row_offset; int64 ids; every
 // score s(i, j) is one fixed sequence of FMAs over d = 0..D-1, so it is bit-identical whatever the tile, thread count,
-// batch or SIMD path (portable, AVX2, AVX-512) that computes it.
+// batch or SIMD path (portable or AVX2, chosen by icfrr::use_avx2(), simd.h) that computes it.
 #pragma once
 #include <cstdint>
 
@@ -21,9 +21,6 @@ enum class KnnMetric : int { kIP = 0, kCosine = 1, kL2 = 2, kL2Sq = 3 };
 /// kBF16: inputs rounded to bfloat16 (round to nearest even), products accumulated in float32.
 enum class KnnPrecision : int { kFP32 = 0, kBF16 = 1 };
 
-/// Micro-kernel implementation. kAuto picks the widest one the CPU supports (kAVX512 > kAVX2 > kPortable).
-enum class KnnSimd : int { kAuto = 0, kPortable = 1, kAVX2 = 2, kAVX512 = 3 };
-
 /// Output of knn_topk: for every row, the k best (value, index) pairs, best first, or (dense mode) all G values.
 struct KnnTopKArgs {
   const void* x = nullptr;   ///< (Q, D) float32 or float64 (is_double), row stride x_stride, unit column stride
@@ -38,22 +35,16 @@ struct KnnTopKArgs {
   bool exclude_self = false; ///< skip item i + row_offset in row i
   int64_t row_offset = 0;
   KnnPrecision precision = KnnPrecision::kFP32;
-  KnnSimd simd = KnnSimd::kAuto;
   bool dense = false;        ///< write all scores: out_values is (Q, G), out_indices unused (k, largest ignored)
   void* out_values = nullptr;      ///< (Q, k) (or (Q, G) when dense), dtype of x; caller-owned
   int64_t* out_indices = nullptr;  ///< (Q, k) int64; caller-owned
   int num_threads = 1;
 };
 
-/// Run knn_topk on the CPU (OpenMP over blocks of rows, and over gallery chunks when there are few rows). Returns
-/// false when interrupted (outputs are then incomplete and must be discarded).
+/// Run knn_topk on the CPU (OpenMP over blocks of rows, and over gallery chunks when there are few rows). The AVX2
+/// micro-kernel runs when icfrr::use_avx2() allows it and the CPU has FMA, the portable one otherwise (same results).
+/// Returns false when interrupted (outputs are then incomplete and must be discarded).
 bool knn_topk_cpu(const KnnTopKArgs& args, InterruptPoll poll);
-
-/// The implementation kAuto resolves to on this CPU (never kAuto).
-KnnSimd knn_topk_best_simd();
-
-/// True when `simd` can run on this CPU (kAuto and kPortable always can).
-bool knn_topk_simd_supported(KnnSimd simd);
 
 // ------------------------------------------------------------------------------------------------------------------
 // Micro-kernels (one translation unit per ISA, compiled with that ISA's flags; the driver never inlines them).
@@ -69,7 +60,6 @@ struct KnnKernelInfo {
   int64_t mr = 0, nr = 0;
 };
 
-KnnKernelInfo knn_microkernel_avx2();    ///< 6 x 16 AVX2 + FMA (knn_topk_avx2.cpp)
-KnnKernelInfo knn_microkernel_avx512();  ///< 12 x 32 AVX-512F (knn_topk_avx512.cpp)
+KnnKernelInfo knn_microkernel_avx2();  ///< 6 x 16 AVX2 + FMA (knn_topk_avx2.cpp)
 
 }  // namespace icfrr
