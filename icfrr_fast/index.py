@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import ops
+from . import _io, ops
 from .graph import GalleryGraph
 from .knn import _as_tensor, _default_batch_rows, _knn_into, default_largest
 
@@ -77,6 +77,39 @@ class ICFRRIndex:
         self._graph_metric = "l2sq" if metric == "l2" else metric
         self.graph = GalleryGraph.from_features(g, k_g, metric=self._graph_metric, precision=precision,
                                                 progress=self.progress)
+
+    # -- persistence --------------------------------------------------------------------------------------------
+    FORMAT = "icfrr_fast.ICFRRIndex/1"
+
+    def save(self, path) -> None:
+        """Save features, graph and settings atomically (a torch file of tensors and plain values only)."""
+        _io.atomic_save({"format": self.FORMAT, "features": self.features, "neighbors": self.graph.neighbors,
+                         "values": self.graph.values, "metric": self.metric, "precision": self.precision}, path)
+
+    @classmethod
+    def load(cls, path, *, progress: bool = False) -> "ICFRRIndex":
+        """Load an index written by :meth:`save` (``weights_only=True``: nothing in the file can run code).
+
+        Raises:
+            ValueError: not an ICFRRIndex file, or inconsistent contents (checked like any user input).
+        """
+        d = _io.load_tensor_file(path)
+        if not isinstance(d, dict) or d.get("format") != cls.FORMAT:
+            raise ValueError(f"{path}: not an ICFRRIndex file (expected format {cls.FORMAT!r})")
+        metric, precision = d["metric"], d["precision"]
+        if metric not in INDEX_METRICS or precision not in ops.KNN_PRECISIONS:
+            raise ValueError(f"{path}: unknown metric {metric!r} or precision {precision!r}")
+        features = d["features"]
+        graph = GalleryGraph(d["neighbors"], d["values"], largest=default_largest(metric))
+        if graph.num_items != features.shape[0]:
+            raise ValueError(f"{path}: the graph has {graph.num_items} items but there are {features.shape[0]} "
+                             f"feature rows")
+        index = object.__new__(cls)
+        index.metric, index.precision, index.progress = metric, precision, bool(progress)
+        index._graph_metric = "l2sq" if metric == "l2" else metric
+        index.features = features
+        index.graph = graph
+        return index
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property

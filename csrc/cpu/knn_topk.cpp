@@ -284,7 +284,8 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
         T* buf = a.dense ? out_v + i * G + j0 : s.row.data();
         if (a.metric == KnnMetric::kCosine) {
           const T fi = fx[i];
-          for (int64_t j = 0; j < cols; ++j) buf[j] = (dots[j] * fi) * fy[j0 + j];
+          // dot * (1/|x| * 1/|y|): the factor is symmetric in the pair, so s(i, j) == s(j, i) bit for bit
+          for (int64_t j = 0; j < cols; ++j) buf[j] = dots[j] * (fi * fy[j0 + j]);
           sc = buf;
         } else if (a.metric == KnnMetric::kL2 || a.metric == KnnMetric::kL2Sq) {
           const T ni = fx[i];

@@ -12,7 +12,7 @@
 
 namespace icfrr {
 
-/// Metric of knn_topk. Scores: kIP = x.y; kCosine = (x.y * (1/|x|)) * (1/|y|) (0 for a zero vector); kL2Sq =
+/// Metric of knn_topk. Scores: kIP = x.y; kCosine = x.y * ((1/|x|) * (1/|y|)) (0 for a zero vector); kL2Sq =
 /// d2 = (|x|^2 + |y|^2) - 2 x.y clamped at 0 (norms summed in float64, rounded once); kL2 selects on the same d2 and
 /// returns sqrt(d2) (the Euclidean distance).
 enum class KnnMetric : int { kIP = 0, kCosine = 1, kL2 = 2, kL2Sq = 3 };

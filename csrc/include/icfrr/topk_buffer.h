@@ -1,8 +1,9 @@
-// Top-K collector for long scans (fused k-NN): candidates that beat a threshold are appended to a buffer, which is
-// cut back to the K best by partial selection whenever it holds 2K; the threshold is then the K-th best so far.
-// Compared with a bounded heap (topk_select.h) an accepted candidate costs an append plus an amortised share of one
-// nth_element (a few comparisons) instead of a sift-down through log2 K levels with unpredictable branches, and the
-// threshold stays fixed between cuts, so whole runs are filtered with one SIMD comparison per 4 values.
+// Top-K collector for long scans (fused k-NN): candidates that beat a threshold are appended to a buffer (values and
+// ids in separate arrays), which is cut back to the K best whenever it holds 2K; the threshold is then the K-th best
+// so far. A cut is an nth_element on a copy of the float values plus one stable, branch-free compaction pass, so an
+// accepted candidate costs an append and an amortised few float comparisons, instead of a sift-down through
+// log2 K levels of (value, index) pairs with unpredictable branches (topk_select.h's heap); the threshold stays
+// fixed between cuts, so whole runs are filtered with one SIMD comparison per 4 values.
 // Invariant (same as TopKCollector::push_run): candidates arrive in increasing index order, so a value equal to the
 // threshold can never enter (the K items already kept at or above it all have smaller indices); a stale threshold
 // (the K-th best at the last cut) only lets more candidates in, never fewer.
@@ -24,13 +25,13 @@ template <typename T, bool LARGEST>
 class TopKBuffer {
  public:
   using Order = RankOrder<LARGEST>;
-  struct Entry {
-    T v;
-    int64_t id;
-  };
 
   /// k: results kept; max_run: the longest run ever passed to push_run (sizes the buffer to 2k + max_run).
-  TopKBuffer(int64_t k, int64_t max_run) : k_(k), cap_(2 * k + max_run) { buf_.resize(cap_); }
+  TopKBuffer(int64_t k, int64_t max_run) : k_(k), cap_(2 * k + max_run) {
+    vals_.resize(cap_);
+    ids_.resize(cap_);
+    scratch_.resize(cap_);
+  }
 
   /// Forget everything collected so far (keeps the allocation).
   void reset() {
@@ -59,9 +60,17 @@ class TopKBuffer {
           m0 = _mm_cmplt_ps(_mm_loadu_ps(p), t), m1 = _mm_cmplt_ps(_mm_loadu_ps(p + 4), t);
           m2 = _mm_cmplt_ps(_mm_loadu_ps(p + 8), t), m3 = _mm_cmplt_ps(_mm_loadu_ps(p + 12), t);
         }
-        const int mask = _mm_movemask_ps(_mm_or_ps(_mm_or_ps(m0, m1), _mm_or_ps(m2, m3)));
-        if (mask == 0) continue;
-        for (int64_t b = i; b < i + 16; ++b) append(x[b], thr, first_id + b, skip);
+        unsigned mask = static_cast<unsigned>(_mm_movemask_ps(m0)) | (_mm_movemask_ps(m1) << 4) |
+                        (_mm_movemask_ps(m2) << 8) | (_mm_movemask_ps(m3) << 12);
+        while (mask) {  // only the lanes that beat the threshold
+          const int64_t b = i + __builtin_ctz(mask);
+          mask &= mask - 1;
+          if (first_id + b != skip) {
+            vals_[n_] = x[b];
+            ids_[n_] = first_id + b;
+            ++n_;
+          }
+        }
       }
     }
 #endif
@@ -73,33 +82,60 @@ class TopKBuffer {
   template <typename VOut, typename IOut>
   void finalize(VOut* out_vals, IOut* out_ids) {
     if (n_ > k_) cut();
-    std::sort(buf_.begin(), buf_.begin() + n_, less);
+    // The buffer is in increasing index order (appends follow the scan, cuts compact stably), so a stable sort by
+    // value alone gives the (value, smaller index) order.
+    order_.resize(n_);
+    for (int64_t m = 0; m < n_; ++m) order_[m] = static_cast<int32_t>(m);
+    const T* v = vals_.data();
+    std::stable_sort(order_.begin(), order_.end(), [v](int32_t a, int32_t b) { return Order::value_before(v[a], v[b]); });
     for (int64_t m = 0; m < n_; ++m) {
-      out_vals[m] = static_cast<VOut>(buf_[m].v);
-      out_ids[m] = static_cast<IOut>(buf_[m].id);
+      out_vals[m] = static_cast<VOut>(vals_[order_[m]]);
+      out_ids[m] = static_cast<IOut>(ids_[order_[m]]);
     }
   }
 
  private:
-  static bool less(const Entry& a, const Entry& b) { return Order::before(a.v, a.id, b.v, b.id); }
-
   static T worst() { return LARGEST ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity(); }
 
   void append(T v, T thr, int64_t id, int64_t skip) {
     // Before the first cut the threshold is the worst value: every candidate enters (inputs are finite).
-    if (Order::value_before(v, thr) && id != skip) buf_[n_++] = Entry{v, id};
+    if (Order::value_before(v, thr) && id != skip) {
+      vals_[n_] = v;
+      ids_[n_] = id;
+      ++n_;
+    }
   }
 
+  /// Keep the k best: find the k-th best value t on a copy of the values (a float nth_element, cheap), then compact
+  /// in place, stably: every value better than t, and the first (smallest-index) of those equal to t up to k.
   void cut() {
-    std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.begin() + n_, less);
-    n_ = k_;
-    thr_ = buf_[k_ - 1].v;  // the K-th best so far (nth_element puts it at k - 1, the better ones before it)
+    std::copy(vals_.begin(), vals_.begin() + n_, scratch_.begin());
+    std::nth_element(scratch_.begin(), scratch_.begin() + (k_ - 1), scratch_.begin() + n_,
+                     [](T a, T b) { return Order::value_before(a, b); });
+    const T t = scratch_[k_ - 1];
+    int64_t better = 0;
+    for (int64_t m = 0; m < n_; ++m) better += Order::value_before(vals_[m], t);
+    int64_t equal_left = k_ - better;
+    int64_t w = 0;
+    for (int64_t m = 0; m < n_; ++m) {
+      const T v = vals_[m];
+      const bool eq = v == t && equal_left > 0;
+      const bool keep = Order::value_before(v, t) || eq;
+      equal_left -= eq;
+      vals_[w] = v;
+      ids_[w] = ids_[m];
+      w += keep;
+    }
+    n_ = w;  // == k
+    thr_ = t;
   }
 
   int64_t k_, cap_;
   int64_t n_ = 0;
   T thr_ = worst();
-  std::vector<Entry> buf_;
+  std::vector<T> vals_, scratch_;
+  std::vector<int64_t> ids_;
+  std::vector<int32_t> order_;
 };
 
 }  // namespace icfrr

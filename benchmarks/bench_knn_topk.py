@@ -1,0 +1,149 @@
+"""Fused k-NN (knn_topk) against the paths a user would pick instead: faiss-cpu exact search, and torch matmul +
+torch.topk over row tiles; plus the best float32 matrix-product rate of this machine, measured in the same run.
+
+Question per group: "k-NN graph of G items (D, k): how fast is each provider, and what share of the best fp32
+matmul rate does it reach?" Every provider runs on the same threads (``--threads``, default all cores) and on the
+same features; icfrr_fast's result is checked once against faiss (tie-aware), outside the timed call.
+
+Run (see benchmarks/README.md; faiss and numpy use OpenBLAS, whose kernel choice depends on OPENBLAS_CORETYPE):
+
+    OPENBLAS_CORETYPE=Haswell pytest benchmarks/bench_knn_topk.py --benchmark-enable -m "not slow" \
+        --benchmark-json=benchmarks/results/knn_topk-$(hostname).json
+
+``-m slow`` adds the headline size G = 50,000, D = 768, k = 257 (minutes per provider on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import icfrr_fast
+from icfrr_fast.testing import cross_domain_features
+
+faiss = pytest.importorskip("faiss")
+
+# (G, D, k): graph builds (queries = the gallery, self excluded)
+SIZES = [
+    pytest.param(10_000, 768, 257, id="G=10000,D=768,k=257"),
+    pytest.param(50_000, 128, 257, id="G=50000,D=128,k=257"),
+    pytest.param(50_000, 768, 257, id="G=50000,D=768,k=257", marks=pytest.mark.slow),
+]
+PROVIDERS = ["icfrr_fast", "icfrr_fast-bf16", "faiss", "torch", "matmul"]
+TORCH_TILE_ROWS = 4096  # torch path: (4096, G) score tiles, then torch.topk: the naive "materialise, then select"
+
+
+def _threads() -> int:
+    return int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
+
+
+def _blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return "; ".join(f"{i.get('internal_api')}:{i.get('architecture')}:{i.get('num_threads')}"
+                         for i in threadpool_info())
+    except ImportError:  # threadpoolctl is a bench extra
+        return "threadpoolctl not installed"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(__file__)).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+_features_cache = {}
+
+
+def _features(G: int, D: int) -> torch.Tensor:
+    if (G, D) not in _features_cache:
+        _features_cache.clear()
+        _features_cache[(G, D)] = cross_domain_features(1, G, dim=D, num_classes=100, intrinsic_dim=64,
+                                                        seed=0).gallery.contiguous()
+    return _features_cache[(G, D)]
+
+
+def _torch_knn(g: torch.Tensor, k: int):
+    """Naive path: tiles of the score matrix by torch.matmul, self masked, torch.topk per tile of rows."""
+    G = g.shape[0]
+    vals = torch.empty(G, k)
+    ids = torch.empty(G, k, dtype=torch.int64)
+    for r0 in range(0, G, TORCH_TILE_ROWS):
+        s = g[r0:r0 + TORCH_TILE_ROWS] @ g.T
+        r = torch.arange(s.shape[0])
+        s[r, r + r0] = -float("inf")
+        v, i = torch.topk(s, k, dim=1)
+        vals[r0:r0 + TORCH_TILE_ROWS], ids[r0:r0 + TORCH_TILE_ROWS] = v, i
+    return vals, ids
+
+
+def _best_matmul(g: torch.Tensor):
+    """The float32 matrix product this machine runs fastest: numpy (OpenBLAS) or torch, on a (4096 x D) x (D x G')
+    product of the benchmark's own shape (G' = min(G, 16384)); returns a callable and its FLOP count."""
+    a = g[:4096].numpy()
+    b = np.ascontiguousarray(g[: min(g.shape[0], 16384)].numpy().T)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out_np = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+    out_t = torch.from_numpy(out_np)
+    flop = 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+    candidates = {"numpy": lambda: np.matmul(a, b, out=out_np), "torch": lambda: torch.mm(ta, tb, out=out_t)}
+    best, best_t = None, float("inf")
+    for name, f in candidates.items():
+        f()
+        t = min(_timed(f) for _ in range(3))
+        if t < best_t:
+            best, best_t = name, t
+    return best, candidates[best], flop
+
+
+def _timed(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("G,D,k", SIZES)
+def test_knn_graph(benchmark, provider, G, D, k):
+    nt = _threads()
+    torch.set_num_threads(nt)
+    icfrr_fast.set_num_threads(nt)
+    faiss.omp_set_num_threads(nt)
+    g = _features(G, D)
+    gn = g.numpy()
+    flop = 2.0 * G * G * D
+    benchmark.group = f"k-NN graph G={G} D={D} k={k} (inner product, self excluded)"
+    benchmark.extra_info.update(G=G, D=D, k=k, threads=nt, provider=provider, torch=torch.__version__,
+                                faiss=faiss.__version__, blas=_blas_info(), commit=_git_commit(),
+                                cpu_avx2=bool(icfrr_fast._native.load().cpu_has_avx2()))
+    if provider.startswith("icfrr_fast"):
+        precision = "bf16" if provider.endswith("bf16") else "fp32"
+        run = lambda: icfrr_fast.knn(g, g, k, metric="ip", exclude_self=True, precision=precision)  # noqa: E731
+        v, i = run()
+        # checked once, outside the timed calls: same neighbours as faiss up to float32 near-ties
+        fv, fi = faiss.knn(gn, gn, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+        fi = torch.from_numpy(fi)
+        keep = fi != torch.arange(G)[:, None]
+        agree = np.mean([len(set(i[r].tolist()) & set(fi[r][keep[r]][:k].tolist())) / k for r in range(0, G, 97)])
+        benchmark.extra_info["recall_vs_faiss"] = float(agree)
+        if precision == "fp32":
+            assert agree > 0.999, f"icfrr_fast fp32 disagrees with faiss: recall {agree}"
+    elif provider == "faiss":
+        run = lambda: faiss.knn(gn, gn, k + 1, metric=faiss.METRIC_INNER_PRODUCT)  # noqa: E731 (+1: self)
+    elif provider == "torch":
+        run = lambda: _torch_knn(g, k)  # noqa: E731
+    else:
+        name, run, flop = _best_matmul(g)
+        benchmark.extra_info["matmul"] = name
+    result = benchmark.pedantic(run, rounds=3 if G * G * D < 1e12 else 1, iterations=1, warmup_rounds=0)
+    del result
+    seconds = benchmark.stats.stats.min
+    benchmark.extra_info["gflops"] = flop / seconds / 1e9
