@@ -13,6 +13,7 @@ from typing import List, Optional
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "rerank": ("icfrr_fast.commands.rerank", "re-rank cached distance matrices (qg_dists.pth, gg_dists.pth) with ICFRR"),
+    "graph": ("icfrr_fast.commands.graph", "build the exact gallery graph from features (fused k-NN)"),
 }
 
 

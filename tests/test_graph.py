@@ -148,3 +148,20 @@ def test_faiss_is_not_imported_by_the_package():
     code = "import icfrr_fast, sys; assert 'faiss' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert icfrr_fast.GalleryGraph is GalleryGraph
+
+
+def test_cli_graph_command(tmp_path, capsys):
+    import numpy as np
+
+    from icfrr_fast.cli import main
+
+    g = _gallery(G=120)
+    np.save(tmp_path / "g.npy", g.numpy())
+    assert main(["graph", str(tmp_path / "g.npy"), "--k-g", "7", "--metric", "cosine", "--no-progress",
+                 "--out", str(tmp_path / "graph.pth")]) == 0
+    assert "G=120 k_g=7" in capsys.readouterr().out
+    back = GalleryGraph.load(tmp_path / "graph.pth")
+    want = GalleryGraph.from_features(g, 7, metric="cosine")
+    assert_rankings_equal(back.neighbors, want.neighbors)
+    assert_values_equal(back.values, want.values)
+    assert main(["graph", str(tmp_path / "g.npy"), "--k-g", "120", "--no-progress"]) == 2  # k_g > G - 1

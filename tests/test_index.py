@@ -91,6 +91,22 @@ def test_add_equals_rebuild_with_ties():
     assert_rankings_equal(index.graph.neighbors, dense.neighbors)
 
 
+def test_save_load_round_trip(data, tmp_path):
+    index = ICFRRIndex(data.gallery, k_g=9, metric="cosine")
+    index.save(tmp_path / "index.pth")
+    back = ICFRRIndex.load(tmp_path / "index.pth")
+    assert (back.metric, back.precision, back.ntotal, back.k_g) == ("cosine", "fp32", 160, 9)
+    assert_rankings_equal(back.graph.neighbors, index.graph.neighbors)
+    assert_values_equal(back.graph.values, index.graph.values)
+    D, I = index.search(data.queries, 8, k_q=6)
+    D2, I2 = back.search(data.queries, 8, k_q=6)
+    assert_rankings_equal(I2, I)
+    assert_values_equal(D2, D)
+    torch.save({"format": "something else"}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not an ICFRRIndex file"):
+        ICFRRIndex.load(tmp_path / "bad.pth")
+
+
 def test_l2_graph_values_are_squared_distances(data):
     index = ICFRRIndex(data.gallery, k_g=5)
     v = icfrr_fast.knn(data.gallery, data.gallery, 5, metric="l2sq", exclude_self=True).values
