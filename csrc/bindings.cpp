@@ -131,6 +131,9 @@ PYBIND11_MODULE(_C, m) {
       py::arg("row_offset"), py::arg("precision"), py::arg("dense"), py::arg("out_values"),
       py::arg("out_indices"), py::arg("num_threads"));
 
+  m.def("knn_topk_set_symmetric", &icfrr::knn_topk_set_symmetric, py::arg("enabled"),
+        "Allow (True) or forbid (False) knn_topk's symmetric graph build; results are identical either way.");
+  m.def("knn_topk_symmetric_enabled", &icfrr::knn_topk_symmetric_enabled);
   m.def("set_simd_enabled", &icfrr::set_simd_enabled, py::arg("enabled"),
         "Allow (True) or forbid (False) the vectorised CPU paths; results are identical either way.");
   m.def("simd_enabled", []() { return icfrr::simd_enabled_flag().load(); });

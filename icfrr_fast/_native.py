@@ -61,3 +61,14 @@ def set_simd_enabled(enabled: bool) -> None:
 def simd_enabled() -> bool:
     """Whether the vectorised CPU paths may run (they also need CPU support: see ``cpu_has_avx2``)."""
     return bool(load().simd_enabled())
+
+
+def set_knn_symmetric_enabled(enabled: bool) -> None:
+    """Allow (True, default) or forbid (False) knn_topk's symmetric graph build (x is y with exclude_self: each pair
+    of row blocks computed once, half the FLOPs). Results are identical either way; tests run both."""
+    load().knn_topk_set_symmetric(bool(enabled))
+
+
+def knn_symmetric_enabled() -> bool:
+    """Whether knn_topk may use the symmetric graph build."""
+    return bool(load().knn_topk_symmetric_enabled())

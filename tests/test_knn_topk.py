@@ -92,6 +92,27 @@ def test_simd_and_portable_bit_identical():
     assert_values_equal(sc, s0, "dense scores")
 
 
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("ints", [False, True], ids=["random", "integer-ties"])
+def test_symmetric_graph_build_is_bit_identical(metric, ints):
+    """x is y with exclude_self: each pair of row blocks computed once (half the FLOPs) gives exactly the plain
+    loop's result, ties included, for 1 and 2 threads."""
+    gen = torch.Generator().manual_seed(11)
+    g = torch.randint(-2, 3, (1500, 5), generator=gen).float() if ints else torch.randn(1500, 24, generator=gen)
+    results = []
+    for symmetric, threads in ((False, 1), (True, 1), (True, 2)):
+        _native.set_knn_symmetric_enabled(symmetric)
+        icfrr_fast.set_num_threads(threads)
+        results.append(icfrr_fast.knn(g, g, 60, metric=metric, exclude_self=True))
+    _native.set_knn_symmetric_enabled(True)
+    (v0, i0) = results[0]
+    for v, i in results[1:]:
+        assert_values_equal(v, v0)
+        assert_rankings_equal(i, i0)
+    rv, ri = reference.knn_topk(g, g, 60, metric, exclude_self=True)
+    assert_knn_equal_with_ties(v0, i0, rv, ri, **_tol(metric, g.shape[1]))
+
+
 @pytest.mark.parametrize("Q", [1, 3, 200], ids=lambda q: f"Q={q}")  # Q small: the gallery is split across threads
 def test_thread_count_does_not_change_results(Q):
     x, y = _data(Q, 3000, 24, seed=4)

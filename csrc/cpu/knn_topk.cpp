@@ -14,11 +14,15 @@
 // portable and AVX2 kernels and any blocking or thread count give bit-identical scores (tests check it).
 #include "icfrr/knn_topk.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <type_traits>
 #include <vector>
 
@@ -175,7 +179,75 @@ Blocking choose_blocking(int64_t Q, int64_t D, int64_t mr, int64_t nr, int nt) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The fused loop.
+// Shared pieces: packing Y, one tile of dot products, the metric epilogue.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Pack rows [0, n) of src into NR-wide panels (D, NR) each, in parallel. dst: ceil(n / nr) * nr * D elements.
+template <typename T>
+bool pack_all(const T* src, int64_t stride, int64_t n, int64_t D, int64_t nr, bool bf16, int nt, InterruptPoll poll,
+              T* dst) {
+  const int64_t panels = (n + nr - 1) / nr;
+  const int64_t per = std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1));  // panels per packing task
+  const int64_t tasks = (panels + per - 1) / per;
+  return parallel_rows(tasks, nt, static_cast<double>(per * nr * D), poll, [&](int64_t t, int) {
+    const int64_t p0 = t * per, p1 = std::min(panels, p0 + per);
+    const int64_t r0 = p0 * nr, rows = std::min(n, p1 * nr) - r0;
+    pack_rows(src, stride, r0, rows, D, nr, bf16, dst + p0 * nr * D);
+  });
+}
+
+/// C (rpanels MR rows, cpanels NR columns; row stride ldc) = packed A rows . packed B items, D deep in KC blocks.
+/// apack: rpanels panels of (D, MR); bpack: cpanels consecutive panels of (D, NR).
+template <typename T>
+void tile_dots(const Kernel<T>& kern, const T* apack, int64_t rpanels, const T* bpack, int64_t cpanels, int64_t D,
+               int64_t kc_block, T* C, int64_t ldc) {
+  const int64_t mr = kern.mr, nr = kern.nr;
+  for (int64_t p0 = 0; p0 < D; p0 += kc_block) {
+    const int64_t kc = std::min(kc_block, D - p0);
+    for (int64_t jp = 0; jp < cpanels; ++jp) {
+      const T* bp = bpack + jp * nr * D + p0 * nr;
+      // The B micro-panel comes from DRAM on its first use (packed Y exceeds the caches) and the micro-kernel reads
+      // it at one line per few cycles: prefetch the next one into L2 while this one is in use, a slice before each
+      // of the rpanels calls.
+      const char* next = reinterpret_cast<const char*>(jp + 1 < cpanels ? bp + nr * D : bp + kc * nr);
+      const int64_t lines = (kc * nr * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+      const int64_t per_call = (lines + rpanels - 1) / rpanels;
+      for (int64_t ip = 0; ip < rpanels; ++ip) {
+        for (int64_t l = ip * per_call; l < std::min(lines, (ip + 1) * per_call); ++l)
+          __builtin_prefetch(next + 64 * l, 0, 2);
+        kern.fn(kc, apack + ip * mr * D + p0 * mr, bp, C + ip * mr * ldc + jp * nr, ldc, p0 > 0);
+      }
+    }
+  }
+}
+
+/// Scores of one row from its dot products with items j0 .. j0 + n - 1: ip -> the dots themselves (returned as is,
+/// unless `copy`); cosine -> dot * (f_i * f_j); l2/l2sq -> max(0, (n_i + n_j) - 2 dot), square-rooted when `sqrt_l2`
+/// and the metric is l2. Every formula is symmetric in (i, j). Returns the scores (dots or buf).
+template <typename T>
+const T* row_scores(KnnMetric metric, const T* dots, T fi, const T* fj, int64_t n, T* buf, bool copy, bool sqrt_l2) {
+  if (metric == KnnMetric::kCosine) {
+    for (int64_t j = 0; j < n; ++j) buf[j] = dots[j] * (fi * fj[j]);
+    return buf;
+  }
+  if (metric == KnnMetric::kL2 || metric == KnnMetric::kL2Sq) {
+    for (int64_t j = 0; j < n; ++j) {
+      const T d2 = (fi + fj[j]) - T(2) * dots[j];
+      buf[j] = d2 > T(0) ? d2 : T(0);
+    }
+    if (sqrt_l2 && metric == KnnMetric::kL2)
+      for (int64_t j = 0; j < n; ++j) buf[j] = std::sqrt(buf[j]);
+    return buf;
+  }
+  if (copy) {
+    std::memcpy(buf, dots, static_cast<size_t>(n) * sizeof(T));
+    return buf;
+  }
+  return dots;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The fused loop: blocks of rows of X against the gallery, tile by tile.
 // ---------------------------------------------------------------------------------------------------------------
 template <typename T, bool LARGEST>
 bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
@@ -192,20 +264,9 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
   row_factors(Y, a.y_stride, G, D, a.metric, bf16, nt, fy);
 
   // Y packed once: panel t = items [t NR, (t + 1) NR) as (D, NR).
-  const int64_t panels = (G + nr - 1) / nr;
   AlignedBuffer<T> ypack;
-  ypack.resize(panels * nr * D);
-  {
-    T* dst = ypack.data();
-    const int64_t per = std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1));  // panels per packing task
-    const int64_t tasks = (panels + per - 1) / per;
-    if (!parallel_rows(tasks, nt, static_cast<double>(per * nr * D), poll, [&](int64_t t, int) {
-          const int64_t p0 = t * per, p1 = std::min(panels, p0 + per);
-          const int64_t r0 = p0 * nr, rows = std::min(G, p1 * nr) - r0;
-          pack_rows(Y, a.y_stride, r0, rows, D, nr, bf16, dst + p0 * nr * D);
-        }))
-      return false;
-  }
+  ypack.resize(((G + nr - 1) / nr) * nr * D);
+  if (!pack_all(Y, a.y_stride, G, D, nr, bf16, nt, poll, ypack.data())) return false;
 
   // Work items: (row block, gallery chunk). Chunks are whole NC tiles.
   const int64_t nblocks = (Q + blk.mc - 1) / blk.mc;
@@ -257,51 +318,15 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
     const int64_t ldc = blk.nc;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t j0 = t * blk.nc, cols = std::min(blk.nc, G - j0);
-      const int64_t cpanels = (cols + nr - 1) / nr;
-      const T* ytile = ypack.data() + (j0 / nr) * nr * D;
-      for (int64_t p0 = 0; p0 < D; p0 += blk.kc) {
-        const int64_t kc = std::min(blk.kc, D - p0);
-        for (int64_t jp = 0; jp < cpanels; ++jp) {
-          const T* bp = ytile + jp * nr * D + p0 * nr;
-          // The B micro-panel comes from DRAM on its first use (packed Y exceeds the caches) and the micro-kernel
-          // reads it at one line per few cycles: prefetch the next one into L2 while this one is in use, a slice
-          // before each of the rpanels calls.
-          const char* next = reinterpret_cast<const char*>(jp + 1 < cpanels ? bp + nr * D : bp + kc * nr);
-          const int64_t lines = (kc * nr * static_cast<int64_t>(sizeof(T)) + 63) / 64;
-          const int64_t per_call = (lines + rpanels - 1) / rpanels;
-          for (int64_t ip = 0; ip < rpanels; ++ip) {
-            for (int64_t l = ip * per_call; l < std::min(lines, (ip + 1) * per_call); ++l)
-              __builtin_prefetch(next + 64 * l, 0, 2);
-            kern.fn(kc, s.apack.data() + ip * mr * D + p0 * mr, bp, C + ip * mr * ldc + jp * nr, ldc, p0 > 0);
-          }
-        }
-      }
+      tile_dots(kern, s.apack.data(), rpanels, ypack.data() + j0 * D, (cols + nr - 1) / nr, D, blk.kc, C, ldc);
       // Epilogue: dot products -> scores, then selection (or dense store).
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = q0 + r;
-        const T* dots = C + r * ldc;
-        const T* sc = dots;
+        const T fi = a.metric == KnnMetric::kIP ? T(0) : fx[i];
+        const T* fj = a.metric == KnnMetric::kIP ? nullptr : fy.data() + j0;
         T* buf = a.dense ? out_v + i * G + j0 : s.row.data();
-        if (a.metric == KnnMetric::kCosine) {
-          const T fi = fx[i];
-          // dot * (1/|x| * 1/|y|): the factor is symmetric in the pair, so s(i, j) == s(j, i) bit for bit
-          for (int64_t j = 0; j < cols; ++j) buf[j] = dots[j] * (fi * fy[j0 + j]);
-          sc = buf;
-        } else if (a.metric == KnnMetric::kL2 || a.metric == KnnMetric::kL2Sq) {
-          const T ni = fx[i];
-          for (int64_t j = 0; j < cols; ++j) {
-            const T d2 = (ni + fy[j0 + j]) - T(2) * dots[j];
-            buf[j] = d2 > T(0) ? d2 : T(0);
-          }
-          if (a.dense && a.metric == KnnMetric::kL2)
-            for (int64_t j = 0; j < cols; ++j) buf[j] = std::sqrt(buf[j]);
-          sc = buf;
-        } else if (a.dense) {
-          std::memcpy(buf, dots, static_cast<size_t>(cols) * sizeof(T));
-        }
-        if (a.dense) continue;
-        const int64_t skip = a.exclude_self ? i + a.row_offset : -1;
-        s.heaps[r].push_run(sc, cols, j0, skip);
+        const T* sc = row_scores(a.metric, C + r * ldc, fi, fj, cols, buf, a.dense, a.dense);
+        if (!a.dense) s.heaps[r].push_run(sc, cols, j0, a.exclude_self ? i + a.row_offset : -1);
       }
     }
     if (a.dense) return;
@@ -347,14 +372,132 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
   return true;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Symmetric graph build (x is y, self excluded): each unordered pair of row blocks I <= J is computed once and its
+// tile offered to the rows of I (by rows) and to the rows of J (by columns): half the FLOPs of the plain loop.
+// Work item I computes J = I, I + 1, ... like the plain loop computes its row block against the gallery, so block I
+// (packed once as MR panels) stays in L2 while the J blocks stream; a row's candidates then arrive from several
+// threads, so every row keeps a collector for the whole run, taken under its block's lock (no thread ever holds two
+// locks), and the collectors accept any index order (value ties broken by index explicitly). Scores are symmetric
+// (tile_dots' FMA chain is commutative in the pair, row_scores' formulas too) and the top-k of a row does not depend
+// on the order its candidates arrive in, so the result is bit-identical to the plain loop's whatever the thread
+// count or timing.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Whether the symmetric build applies, and the block size it would use (0: it does not).
+template <typename T>
+int64_t symmetric_block(const KnnTopKArgs& a, int64_t mr, int64_t nr, int nt) {
+  if (a.dense || !a.exclude_self || a.row_offset != 0 || a.x != a.y || a.x_stride != a.y_stride || a.Q != a.G)
+    return 0;
+  // rows per block: a multiple of both MR and NR (so blocks are whole A and B panels), near the plain loop's MC
+  const int64_t unit = std::lcm(mr, nr);
+  const Blocking blk = choose_blocking<T>(a.Q, a.D, mr, nr, nt);
+  const int64_t mb = std::max<int64_t>(unit, ((blk.mc + unit / 2) / unit) * unit);
+  // enough blocks to share out; collectors for all rows within a memory budget (~1 GiB; the plain loop needs none
+  // of this: its collectors live for one block of rows at a time)
+  const int64_t nb = (a.G + mb - 1) / mb;
+  const double collector_bytes = static_cast<double>(a.G) * (2 * a.k + mb) * (sizeof(T) + sizeof(int64_t));
+  if (nb < 4 * nt || collector_bytes > static_cast<double>(1ll << 30)) return 0;
+  return mb;
+}
+
+template <typename T, bool LARGEST>
+bool run_symmetric(const KnnTopKArgs& a, const Kernel<T>& kern, int64_t mb, InterruptPoll poll) {
+  const T* X = static_cast<const T*>(a.x);
+  const int64_t G = a.G, D = a.D, k = a.k, mr = kern.mr, nr = kern.nr;
+  const int nt = a.num_threads < 1 ? 1 : a.num_threads;
+  const bool bf16 = a.precision == KnnPrecision::kBF16;
+  const Blocking blk = choose_blocking<T>(G, D, mr, nr, nt);
+  const int64_t nb = (G + mb - 1) / mb;
+
+  std::vector<T> f;
+  row_factors(X, a.x_stride, G, D, a.metric, bf16, nt, f);
+  // All rows packed twice, as NR panels (the B side) and as MR panels (the A side), so a tile packs nothing.
+  AlignedBuffer<T> ypack, xpack;
+  ypack.resize(((G + nr - 1) / nr) * nr * D);
+  xpack.resize(((G + mr - 1) / mr) * mr * D);
+  if (!pack_all(X, a.x_stride, G, D, nr, bf16, nt, poll, ypack.data())) return false;
+  if (!pack_all(X, a.x_stride, G, D, mr, bf16, nt, poll, xpack.data())) return false;
+
+  std::vector<TopKBuffer<T, LARGEST, true>> rows;
+  rows.reserve(G);
+  for (int64_t i = 0; i < G; ++i) rows.emplace_back(k, mb);
+  for (auto& r : rows) r.reset();
+  std::vector<omp_lock_t> locks(nb);
+  for (auto& l : locks) omp_init_lock(&l);
+
+  struct Scratch {
+    AlignedBuffer<T> c;
+    std::vector<T> col, buf;
+  };
+  std::vector<Scratch> scratch(nt);
+  for (auto& s : scratch) {
+    s.c.resize(mb * mb);
+    s.col.resize(mb);
+    s.buf.resize(mb);
+  }
+  const bool ip = a.metric == KnnMetric::kIP;
+  // Work item w = block I = w: the largest share (I = 0 pairs with every block) first, for the dynamic schedule.
+  const double cost = static_cast<double>(mb) * G * D / 2;
+  const bool ok = parallel_rows(nb, nt, cost, poll, [&](int64_t I, int tid) {
+    Scratch& s = scratch[tid];
+    T* C = s.c.data();
+    const int64_t i0 = I * mb, ri = std::min(mb, G - i0);
+    for (int64_t J = I; J < nb; ++J) {
+      const int64_t j0 = J * mb, rj = std::min(mb, G - j0);
+      tile_dots(kern, xpack.data() + i0 * D, (ri + mr - 1) / mr, ypack.data() + j0 * D, (rj + nr - 1) / nr, D,
+                blk.kc, C, mb);
+      omp_set_lock(&locks[I]);
+      for (int64_t r = 0; r < ri; ++r) {  // rows of block I: items of J
+        const T* sc = row_scores(a.metric, C + r * mb, ip ? T(0) : f[i0 + r], ip ? nullptr : f.data() + j0, rj,
+                                 s.buf.data(), false, false);
+        rows[i0 + r].push_run(sc, rj, j0, i0 + r);
+      }
+      omp_unset_lock(&locks[I]);
+      if (I == J) continue;
+      omp_set_lock(&locks[J]);
+      for (int64_t c = 0; c < rj; ++c) {  // rows of block J: items of I (column c of the tile)
+        for (int64_t r = 0; r < ri; ++r) s.col[r] = C[r * mb + c];
+        const T* sc = row_scores(a.metric, s.col.data(), ip ? T(0) : f[j0 + c], ip ? nullptr : f.data() + i0, ri,
+                                 s.buf.data(), false, false);
+        rows[j0 + c].push_run(sc, ri, i0, -1);
+      }
+      omp_unset_lock(&locks[J]);
+    }
+  });
+  for (auto& l : locks) omp_destroy_lock(&l);
+  if (!ok) return false;
+
+  T* out_v = static_cast<T*>(a.out_values);
+  const bool done = parallel_rows(G, nt, static_cast<double>(4 * k), poll, [&](int64_t i, int) {
+    rows[i].finalize(out_v + i * k, a.out_indices + i * k);
+  });
+  if (!done) return false;
+  if (a.metric == KnnMetric::kL2)
+    for (int64_t m = 0; m < G * k; ++m) out_v[m] = std::sqrt(out_v[m]);
+  return true;
+}
+
 template <typename T>
 bool dispatch_order(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
+  const int nt = a.num_threads < 1 ? 1 : a.num_threads;
+  if (const int64_t mb = symmetric_block<T>(a, kern.mr, kern.nr, nt); mb > 0 && knn_topk_symmetric_enabled()) {
+    return a.largest ? run_symmetric<T, true>(a, kern, mb, poll) : run_symmetric<T, false>(a, kern, mb, poll);
+  }
   // Dense mode ignores the order; run it through one instantiation.
   if (a.dense || a.largest) return run<T, true>(a, kern, poll);
   return run<T, false>(a, kern, poll);
 }
 
+std::atomic<bool>& symmetric_flag() {
+  static std::atomic<bool> flag{true};
+  return flag;
+}
+
 }  // namespace
+
+void knn_topk_set_symmetric(bool enabled) { symmetric_flag().store(enabled); }
+bool knn_topk_symmetric_enabled() { return symmetric_flag().load(std::memory_order_relaxed); }
 
 bool knn_topk_cpu(const KnnTopKArgs& a, InterruptPoll poll) {
   if (a.is_double) {

@@ -46,6 +46,11 @@ struct KnnTopKArgs {
 /// Returns false when interrupted (outputs are then incomplete and must be discarded).
 bool knn_topk_cpu(const KnnTopKArgs& args, InterruptPoll poll);
 
+/// Allow (true, the default) or forbid the symmetric graph build (x is y with exclude_self: each pair of row blocks
+/// computed once, half the FLOPs). Results are identical either way; tests run both.
+void knn_topk_set_symmetric(bool enabled);
+bool knn_topk_symmetric_enabled();
+
 // ------------------------------------------------------------------------------------------------------------------
 // Micro-kernels (one translation unit per ISA, compiled with that ISA's flags; the driver never inlines them).
 // ------------------------------------------------------------------------------------------------------------------

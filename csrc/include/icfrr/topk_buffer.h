@@ -4,9 +4,11 @@
 // accepted candidate costs an append and an amortised few float comparisons, instead of a sift-down through
 // log2 K levels of (value, index) pairs with unpredictable branches (topk_select.h's heap); the threshold stays
 // fixed between cuts, so whole runs are filtered with one SIMD comparison per 4 values.
-// Invariant (same as TopKCollector::push_run): candidates arrive in increasing index order, so a value equal to the
-// threshold can never enter (the K items already kept at or above it all have smaller indices); a stale threshold
-// (the K-th best at the last cut) only lets more candidates in, never fewer.
+// Invariant (ANY_ORDER = false, as TopKCollector::push_run): candidates arrive in increasing index order, so a value
+// equal to the threshold can never enter (the K items kept at or above it all have smaller indices) and the buffer
+// stays in index order; a stale threshold (the K-th best at the last cut) only lets more candidates in, never fewer.
+// ANY_ORDER = true (the symmetric graph build offers each row its candidates block by block, in any order): values
+// equal to the threshold enter too, and cuts and the final sort break value ties by index explicitly.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -21,7 +23,7 @@
 
 namespace icfrr {
 
-template <typename T, bool LARGEST>
+template <typename T, bool LARGEST, bool ANY_ORDER = false>
 class TopKBuffer {
  public:
   using Order = RankOrder<LARGEST>;
@@ -30,7 +32,6 @@ class TopKBuffer {
   TopKBuffer(int64_t k, int64_t max_run) : k_(k), cap_(2 * k + max_run) {
     vals_.resize(cap_);
     ids_.resize(cap_);
-    scratch_.resize(cap_);
   }
 
   /// Forget everything collected so far (keeps the allocation).
@@ -41,8 +42,8 @@ class TopKBuffer {
 
   int64_t size() const { return std::min(n_, k_); }
 
-  /// Offer x[0..n) with indices first_id + i, skipping index `skip` (-1: none). n <= max_run; indices must exceed
-  /// every index offered before.
+  /// Offer x[0..n) with indices first_id + i, skipping index `skip` (-1: none). n <= max_run; unless ANY_ORDER,
+  /// indices must exceed every index offered before.
   void push_run(const T* x, int64_t n, int64_t first_id, int64_t skip) {
     int64_t i = 0;
     const T thr = thr_;
@@ -53,12 +54,18 @@ class TopKBuffer {
       for (; i + 16 <= n; i += 16) {
         const float* p = reinterpret_cast<const float*>(x + i);
         __m128 m0, m1, m2, m3;
-        if (LARGEST) {
+        if (LARGEST && !ANY_ORDER) {
           m0 = _mm_cmpgt_ps(_mm_loadu_ps(p), t), m1 = _mm_cmpgt_ps(_mm_loadu_ps(p + 4), t);
           m2 = _mm_cmpgt_ps(_mm_loadu_ps(p + 8), t), m3 = _mm_cmpgt_ps(_mm_loadu_ps(p + 12), t);
-        } else {
+        } else if (!ANY_ORDER) {
           m0 = _mm_cmplt_ps(_mm_loadu_ps(p), t), m1 = _mm_cmplt_ps(_mm_loadu_ps(p + 4), t);
           m2 = _mm_cmplt_ps(_mm_loadu_ps(p + 8), t), m3 = _mm_cmplt_ps(_mm_loadu_ps(p + 12), t);
+        } else if (LARGEST) {
+          m0 = _mm_cmpge_ps(_mm_loadu_ps(p), t), m1 = _mm_cmpge_ps(_mm_loadu_ps(p + 4), t);
+          m2 = _mm_cmpge_ps(_mm_loadu_ps(p + 8), t), m3 = _mm_cmpge_ps(_mm_loadu_ps(p + 12), t);
+        } else {
+          m0 = _mm_cmple_ps(_mm_loadu_ps(p), t), m1 = _mm_cmple_ps(_mm_loadu_ps(p + 4), t);
+          m2 = _mm_cmple_ps(_mm_loadu_ps(p + 8), t), m3 = _mm_cmple_ps(_mm_loadu_ps(p + 12), t);
         }
         unsigned mask = static_cast<unsigned>(_mm_movemask_ps(m0)) | (_mm_movemask_ps(m1) << 4) |
                         (_mm_movemask_ps(m2) << 8) | (_mm_movemask_ps(m3) << 12);
@@ -82,12 +89,20 @@ class TopKBuffer {
   template <typename VOut, typename IOut>
   void finalize(VOut* out_vals, IOut* out_ids) {
     if (n_ > k_) cut();
-    // The buffer is in increasing index order (appends follow the scan, cuts compact stably), so a stable sort by
-    // value alone gives the (value, smaller index) order.
+    static thread_local std::vector<int32_t> order_;  // scratch shared by the thread's collectors
     order_.resize(n_);
     for (int64_t m = 0; m < n_; ++m) order_[m] = static_cast<int32_t>(m);
     const T* v = vals_.data();
-    std::stable_sort(order_.begin(), order_.end(), [v](int32_t a, int32_t b) { return Order::value_before(v[a], v[b]); });
+    const int64_t* id = ids_.data();
+    if constexpr (ANY_ORDER) {
+      std::sort(order_.begin(), order_.end(),
+                [v, id](int32_t a, int32_t b) { return Order::before(v[a], id[a], v[b], id[b]); });
+    } else {
+      // The buffer is in increasing index order (appends follow the scan, cuts compact stably), so a stable sort
+      // by value alone gives the (value, smaller index) order.
+      std::stable_sort(order_.begin(), order_.end(),
+                       [v](int32_t a, int32_t b) { return Order::value_before(v[a], v[b]); });
+    }
     for (int64_t m = 0; m < n_; ++m) {
       out_vals[m] = static_cast<VOut>(vals_[order_[m]]);
       out_ids[m] = static_cast<IOut>(ids_[order_[m]]);
@@ -97,9 +112,15 @@ class TopKBuffer {
  private:
   static T worst() { return LARGEST ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity(); }
 
+  /// Whether v may enter against threshold thr: strictly better, or (ANY_ORDER) at least as good.
+  static bool admits(T v, T thr) {
+    if constexpr (ANY_ORDER) return !Order::value_before(thr, v);
+    return Order::value_before(v, thr);
+  }
+
   void append(T v, T thr, int64_t id, int64_t skip) {
     // Before the first cut the threshold is the worst value: every candidate enters (inputs are finite).
-    if (Order::value_before(v, thr) && id != skip) {
+    if (admits(v, thr) && id != skip) {
       vals_[n_] = v;
       ids_[n_] = id;
       ++n_;
@@ -107,19 +128,34 @@ class TopKBuffer {
   }
 
   /// Keep the k best: find the k-th best value t on a copy of the values (a float nth_element, cheap), then compact
-  /// in place, stably: every value better than t, and the first (smallest-index) of those equal to t up to k.
+  /// in place, stably: every value better than t, and of those equal to t the smallest indices up to k (in index
+  /// order these are simply the first ones; with ANY_ORDER the cut-off index is selected explicitly).
   void cut() {
+    static thread_local std::vector<T> scratch_;  // shared by the thread's collectors (one cut at a time)
+    static thread_local std::vector<int64_t> eq_ids_;
+    scratch_.resize(n_);
     std::copy(vals_.begin(), vals_.begin() + n_, scratch_.begin());
     std::nth_element(scratch_.begin(), scratch_.begin() + (k_ - 1), scratch_.begin() + n_,
                      [](T a, T b) { return Order::value_before(a, b); });
     const T t = scratch_[k_ - 1];
-    int64_t better = 0;
-    for (int64_t m = 0; m < n_; ++m) better += Order::value_before(vals_[m], t);
+    int64_t better = 0, equal = 0;
+    for (int64_t m = 0; m < n_; ++m) {
+      better += Order::value_before(vals_[m], t);
+      equal += vals_[m] == t;
+    }
     int64_t equal_left = k_ - better;
+    int64_t max_equal_id = std::numeric_limits<int64_t>::max();
+    if (ANY_ORDER && equal > equal_left) {
+      eq_ids_.clear();
+      for (int64_t m = 0; m < n_; ++m)
+        if (vals_[m] == t) eq_ids_.push_back(ids_[m]);
+      std::nth_element(eq_ids_.begin(), eq_ids_.begin() + (equal_left - 1), eq_ids_.end());
+      max_equal_id = eq_ids_[equal_left - 1];
+    }
     int64_t w = 0;
     for (int64_t m = 0; m < n_; ++m) {
       const T v = vals_[m];
-      const bool eq = v == t && equal_left > 0;
+      const bool eq = v == t && equal_left > 0 && ids_[m] <= max_equal_id;
       const bool keep = Order::value_before(v, t) || eq;
       equal_left -= eq;
       vals_[w] = v;
@@ -133,9 +169,8 @@ class TopKBuffer {
   int64_t k_, cap_;
   int64_t n_ = 0;
   T thr_ = worst();
-  std::vector<T> vals_, scratch_;
+  std::vector<T> vals_;
   std::vector<int64_t> ids_;
-  std::vector<int32_t> order_;
 };
 
 }  // namespace icfrr
