@@ -147,3 +147,35 @@ def test_knn_graph(benchmark, provider, G, D, k):
     del result
     seconds = benchmark.stats.stats.min
     benchmark.extra_info["gflops"] = flop / seconds / 1e9
+
+
+RECALL_CASES = [
+    pytest.param("clustered", 768, "cosine", id="clustered,D=768,cosine"),
+    pytest.param("clustered", 128, "l2", id="clustered,D=128,l2"),
+    pytest.param("gaussian", 768, "ip", id="gaussian,D=768,ip"),
+]
+
+
+def _recall(ids: torch.Tensor, ref: torch.Tensor, k: int) -> float:
+    """Mean over rows of |first k of ids ∩ first k of ref| / k."""
+    a, b = ids[:, :k], ref[:, :k]
+    hits = (a[:, :, None] == b[:, None, :]).any(dim=2).sum()
+    return float(hits) / a.numel()
+
+
+@pytest.mark.parametrize("kind,D,metric", RECALL_CASES)
+def test_bf16_recall(benchmark, kind, D, metric):
+    """Neighbour recall of precision="bf16" against the exact float32 graph (G = 20,000, k = 256)."""
+    G, k = 20_000, 256
+    nt = _threads()
+    icfrr_fast.set_num_threads(nt)
+    if kind == "clustered":
+        g = cross_domain_features(1, G, dim=D, num_classes=200, intrinsic_dim=64, seed=1).gallery
+    else:
+        g = torch.randn(G, D, generator=torch.Generator().manual_seed(1))
+    ref = icfrr_fast.knn(g, g, k, metric=metric, exclude_self=True).indices
+    benchmark.group = f"bf16 recall vs float32, G={G} k={k}"
+    v, i = benchmark.pedantic(lambda: icfrr_fast.knn(g, g, k, metric=metric, exclude_self=True, precision="bf16"),
+                              rounds=1, iterations=1)
+    benchmark.extra_info.update(provider="icfrr_fast-bf16", data=kind, D=D, metric=metric, G=G, k=k, threads=nt,
+                                **{f"recall@{n}": _recall(i, ref, n) for n in (1, 10, 100, 256)})

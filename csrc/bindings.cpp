@@ -134,6 +134,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("knn_topk_set_symmetric", &icfrr::knn_topk_set_symmetric, py::arg("enabled"),
         "Allow (True) or forbid (False) knn_topk's symmetric graph build; results are identical either way.");
   m.def("knn_topk_symmetric_enabled", &icfrr::knn_topk_symmetric_enabled);
+  m.def("knn_topk_symmetric_rows", &icfrr::knn_topk_symmetric_rows, py::arg("G"), py::arg("D"), py::arg("k"),
+        py::arg("num_threads"));
   m.def("set_simd_enabled", &icfrr::set_simd_enabled, py::arg("enabled"),
         "Allow (True) or forbid (False) the vectorised CPU paths; results are identical either way.");
   m.def("simd_enabled", []() { return icfrr::simd_enabled_flag().load(); });

@@ -47,9 +47,13 @@ class GalleryGraph:
         lo, hi = int(neighbors.min()), int(neighbors.max())
         if lo < 0 or hi >= G:
             raise ValueError(f"gallery graph ids must be in [0, G - 1] = [0, {G - 1}]; got ids in [{lo}, {hi}]")
-        rows = torch.arange(G, device=neighbors.device)[:, None]
-        if bool((neighbors == rows).any()):
-            raise ValueError("a gallery item must not be its own neighbour (DESIGN §2 excludes it by index)")
+        # in row chunks, with ids of neighbors' own dtype: an int64 arange would promote a 10^6 x 256 int32 graph to a
+        # 2 GB temporary
+        for r0 in range(0, G, 1 << 16):
+            part = neighbors[r0:r0 + (1 << 16)]
+            rows = torch.arange(r0, r0 + part.shape[0], dtype=part.dtype, device=part.device)[:, None]
+            if bool((part == rows).any()):
+                raise ValueError("a gallery item must not be its own neighbour (DESIGN §2 excludes it by index)")
         if values is not None:
             if not isinstance(values, Tensor) or not values.dtype.is_floating_point:
                 raise TypeError("values must be a floating tensor or None")
@@ -126,6 +130,8 @@ class GalleryGraph:
         bs = _default_batch_rows(G, k, g.shape[1]) if batch_size is None else int(batch_size)
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if batch_size is None and ops._knn_graph_in_one_call(g, k):
+            bs = G  # one call: the kernel computes each pair of row blocks once (symmetric build)
         neighbors = torch.empty((G, k), dtype=torch.int32, device=g.device)
         values = torch.empty((G, k), dtype=torch.float32, device=g.device) if keep_values else None
         _knn_into(g, g, k, metric, largest, True, 0, precision, values, neighbors, bs, progress, "gallery graph")

@@ -313,9 +313,12 @@ def _cpu_knn(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_s
     """Call the C++ kernel (shared by knn_topk and knn_scores). Inputs are validated."""
     C = _native.load()
     out_dtype = _knn_out_dtype(x, precision)
+    same = y is x  # a gallery graph: keep one buffer, so the kernel can see x is y (symmetric build)
     if x.dtype != out_dtype:  # float16/bfloat16 (exact) or float64 with precision "bf16" (rounded to bf16 anyway)
-        x, y = x.to(out_dtype), y.to(out_dtype)
-    xk, yk = _as_kernel_float(x), _as_kernel_float(y)
+        x = x.to(out_dtype)
+        y = x if same else y.to(out_dtype)
+    xk = _as_kernel_float(x)
+    yk = xk if same else _as_kernel_float(y)
     Q, D = xk.shape
     G = yk.shape[0]
     kmetric = {"ip": 0, "cosine": 1, "l2": 2, "l2sq": 3}[metric]
@@ -330,6 +333,15 @@ def _cpu_knn(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_s
             out_indices=indices.data_ptr() if not dense else 0, num_threads=_native.get_num_threads(),
         )
     return values, indices
+
+
+def _knn_graph_in_one_call(g: Tensor, k: int) -> bool:
+    """True when a CPU gallery graph of g (G, D) float32 with k neighbours should be one knn_topk call (x is y):
+    the kernel then runs its symmetric build (half the FLOPs); otherwise callers batch rows to bound memory."""
+    if g.device.type != "cpu" or g.dtype != torch.float32 or not _native.available():
+        return False
+    G, D = g.shape
+    return _native.load().knn_topk_symmetric_rows(G=G, D=D, k=k, num_threads=_native.get_num_threads()) > 0
 
 
 @knn_topk.register_kernel("cpu")

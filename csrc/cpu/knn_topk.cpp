@@ -389,6 +389,10 @@ template <typename T>
 int64_t symmetric_block(const KnnTopKArgs& a, int64_t mr, int64_t nr, int nt) {
   if (a.dense || !a.exclude_self || a.row_offset != 0 || a.x != a.y || a.x_stride != a.y_stride || a.Q != a.G)
     return 0;
+  // It saves D/2 FMAs per candidate but offers every candidate twice as often per FMA, through collectors that
+  // live in DRAM: measured (G = 15,000, k = 256, 2 threads) equal to the plain loop at D = 256, 1.2x faster at
+  // D = 384, 1.5x at D = 512, slower at D = 128.
+  if (a.D < 384) return 0;
   // rows per block: a multiple of both MR and NR (so blocks are whole A and B panels), near the plain loop's MC
   const int64_t unit = std::lcm(mr, nr);
   const Blocking blk = choose_blocking<T>(a.Q, a.D, mr, nr, nt);
@@ -397,7 +401,7 @@ int64_t symmetric_block(const KnnTopKArgs& a, int64_t mr, int64_t nr, int nt) {
   // of this: its collectors live for one block of rows at a time)
   const int64_t nb = (a.G + mb - 1) / mb;
   const double collector_bytes = static_cast<double>(a.G) * (2 * a.k + mb) * (sizeof(T) + sizeof(int64_t));
-  if (nb < 4 * nt || collector_bytes > static_cast<double>(1ll << 30)) return 0;
+  if (nb < 3 * nt || collector_bytes > static_cast<double>(1ll << 30)) return 0;
   return mb;
 }
 
@@ -495,6 +499,17 @@ std::atomic<bool>& symmetric_flag() {
 }
 
 }  // namespace
+
+int64_t knn_topk_symmetric_rows(int64_t G, int64_t D, int64_t k, int num_threads) {
+  KnnTopKArgs a;
+  a.x = a.y = &a;  // any one pointer: only the shape matters here
+  a.Q = a.G = G;
+  a.D = D;
+  a.k = k;
+  a.exclude_self = true;
+  const Kernel<float> kern = select_kernel();
+  return knn_topk_symmetric_enabled() ? symmetric_block<float>(a, kern.mr, kern.nr, std::max(1, num_threads)) : 0;
+}
 
 void knn_topk_set_symmetric(bool enabled) { symmetric_flag().store(enabled); }
 bool knn_topk_symmetric_enabled() { return symmetric_flag().load(std::memory_order_relaxed); }

@@ -51,6 +51,11 @@ bool knn_topk_cpu(const KnnTopKArgs& args, InterruptPoll poll);
 void knn_topk_set_symmetric(bool enabled);
 bool knn_topk_symmetric_enabled();
 
+/// Rows per block the symmetric build would use for a float32 (G, D) gallery graph with k neighbours, or 0 when it
+/// would not run (switched off, too few blocks, or its per-row collectors would exceed ~1 GiB). Callers that batch
+/// rows use it to decide whether to pass the whole gallery in one call instead.
+int64_t knn_topk_symmetric_rows(int64_t G, int64_t D, int64_t k, int num_threads);
+
 // ------------------------------------------------------------------------------------------------------------------
 // Micro-kernels (one translation unit per ISA, compiled with that ISA's flags; the driver never inlines them).
 // ------------------------------------------------------------------------------------------------------------------
