@@ -15,20 +15,33 @@ def main(path: str) -> None:
     data = json.load(open(path))
     groups = defaultdict(dict)
     for b in data["benchmarks"]:
-        groups[b["group"]][b["extra_info"]["provider"]] = (b["stats"]["min"], b["extra_info"].get("gflops"),
-                                                          b["extra_info"])
+        info = b["extra_info"]
+        if "gflops" not in info:  # bf16 recall entries: print their recall
+            recalls = ", ".join(f"{k} {v:.4f}" for k, v in info.items() if k.startswith("recall@"))
+            print(f"{b['group']}: {info.get('data')} D={info.get('D')} {info.get('metric')}: {recalls} "
+                  f"({b['stats']['min']:.1f} s)")
+            continue
+        groups[b["group"]][info["provider"]] = (b["stats"]["min"], info["gflops"], info)
     for group, provs in groups.items():
         print(f"\n{group}")
-        for name, (t, gf, _) in sorted(provs.items(), key=lambda kv: kv[1][0]):
-            print(f"  {name:18s} {t:9.3f} s  {gf:8.1f} GFLOP/s")
+        for name, (t, gf, info) in sorted(provs.items(), key=lambda kv: kv[1][0]):
+            extra = ""
+            if "gflops_performed" in info:
+                extra = f"  ({info['gflops_performed']:.1f} GFLOP/s performed, symmetric={info['symmetric']})"
+            print(f"  {name:18s} {t:9.3f} s  {gf:8.1f} GFLOP/s{extra}")
         if "icfrr_fast" in provs:
             t, gf, info = provs["icfrr_fast"]
-            for peer in ("faiss", "torch", "icfrr_fast-bf16"):
+            for peer in ("faiss", "torch", "icfrr_fast-plain", "icfrr_fast-bf16"):
                 if peer in provs:
                     print(f"  icfrr_fast vs {peer}: {provs[peer][0] / t:.2f}x")
             if "matmul" in provs:
-                print(f"  icfrr_fast share of best fp32 matmul ({provs['matmul'][2].get('matmul')}): "
-                      f"{100 * gf / provs['matmul'][1]:.0f}%")
+                mm = provs["matmul"][1]
+                for name in ("icfrr_fast", "icfrr_fast-plain"):
+                    if name in provs:
+                        pinfo = provs[name][2]
+                        print(f"  {name} share of best fp32 matmul ({provs['matmul'][2].get('matmul')}, {mm:.0f} "
+                              f"GFLOP/s): {100 * provs[name][1] / mm:.0f}% of the problem's 2 G^2 D rate, "
+                              f"{100 * pinfo.get('gflops_performed', provs[name][1]) / mm:.0f}% performed")
             print(f"  threads {info['threads']}, BLAS {info['blas']}")
 
 

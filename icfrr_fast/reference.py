@@ -68,7 +68,8 @@ def knn_scores(x: Tensor, y: Tensor, metric: str, precision: str = "fp32") -> Te
     if metric == "l2":
         return torch.cdist(x64, y64, compute_mode="donot_use_mm_for_euclid_dist")
     if metric == "l2sq":  # sum of squared differences (exact for small integers; cdist's square is not)
-        return torch.stack([((x64[i] - y64) ** 2).sum(dim=1) for i in range(x64.shape[0])]).reshape(len(x64), len(y64))
+        rows = [((x64[i] - y64) ** 2).sum(dim=1) for i in range(x64.shape[0])]
+        return torch.stack(rows) if rows else x64.new_zeros((0, y64.shape[0]))
     raise ValueError(f"metric must be one of 'ip', 'cosine', 'l2', 'l2sq'; got {metric!r}")
 
 
