@@ -231,6 +231,7 @@ def test_torch_compile_fullgraph():
         (lambda x, y: icfrr_fast.knn(x, y, 2, metric="dot"), ValueError, "metric must be one of"),
         (lambda x, y: icfrr_fast.knn(x, y, 2, precision="fp8"), ValueError, "precision must be one of"),
         (lambda x, y: icfrr_fast.knn(x, y, 2, largest=1), TypeError, "largest must be a bool"),
+        (lambda x, y: icfrr_fast.knn(x, y, 2, exclude_self="no"), TypeError, "exclude_self must be a bool"),
         (lambda x, y: icfrr_fast.knn(x, y, 2, exclude_self=True, row_offset=15), ValueError, "row_offset \\+ Q <= G"),
         (lambda x, y: icfrr_fast.knn(x, y, 2, row_offset=-1), ValueError, "row_offset must be in"),
         (lambda x, y: icfrr_fast.knn(x.index_fill(0, torch.tensor([1]), float("nan")), y, 2), ValueError,
