@@ -9,9 +9,10 @@ compare per score, and after the first ~k items only about k / n of the next n i
 in the final top-k, so nothing is lost). Candidates are rare, so they are *extracted*, not scattered: each round
 takes every row's best remaining candidate (an arg-max over the tile) and appends it to that row's queue, for as
 many rounds as the busiest row of the block has candidates. That costs a few operations per score and round and no
-per-score addresses (registers stay free for the ``tl.dot`` accumulator). When a queue could overflow, all rows
-merge: the queue is sorted in chunks of CH items and folded into the buffer with the bitonic top-K step of Shanbhag,
-Pirk and Madden, "Efficient Top-K Query Processing on Massively Parallel Hardware" (SIGMOD 2018): for a run sorted
+per-score addresses (registers stay free for the ``tl.dot`` accumulator). A tile where some row has more than
+BLOCK_N / 4 candidates (the first tiles, or a large k) is queued whole instead, non-candidates as sentinels. When
+a queue could overflow, all rows merge: the queue is sorted in chunks of CH items and folded into the buffer with
+the bitonic top-K step of Shanbhag, Pirk and Madden, "Efficient Top-K Query Processing on Massively Parallel Hardware" (SIGMOD 2018): for a run sorted
 best-first and a run sorted worst-first, the elementwise better of the two is the best half of both.
 
 Ties: items compare by (value, index), smaller index first, so results are identical to a stable sort.
@@ -132,19 +133,29 @@ def select_tile(v, n0, valid, thr_v, thr_i, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr
     n_new = tl.sum(better.to(tl.int32), axis=1)
     rounds = tl.max(n_new, axis=0)
     if rounds > 0:
-        if tl.max(fill, axis=0) + rounds > QC:
+        # many candidates (the first tiles, or a large k): queue the whole tile, non-candidates as sentinels;
+        # few (the common case): extract them one round at a time
+        bulk = rounds > BLOCK_N // 4
+        need = tl.where(bulk, BLOCK_N, rounds)
+        if tl.max(fill, axis=0) + need > QC:
             thr_v, thr_i, fill = flush(thr_v, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr, thr_v_ptr, thr_i_ptr,
                                        k, BLOCK_M, KP, QC, CH, MR)
-        cand = tl.where(better, v, float("-inf"))
-        for i in range(rounds):
-            # every row's best remaining candidate (equal values: the smaller column first)
-            best, at = tl.max(cand, axis=1, return_indices=True, return_indices_tie_break_left=True)
-            has = i < n_new
-            off = rows * QC + fill
-            tl.store(qk_ptr + off, rank_key(best), mask=has)
-            tl.store(qi_ptr + off, n0 + at, mask=has)
-            fill += has.to(tl.int32)
-            cand = tl.where(j[None, :] == at[:, None], float("-inf"), cand)
+        if bulk:
+            off = (rows * QC + fill)[:, None] + j[None, :]
+            tl.store(qk_ptr + off, tl.where(better, rank_key(v), SENTINEL))
+            tl.store(qi_ptr + off, tl.where(better, cols[None, :], _INT32_MAX))
+            fill += BLOCK_N
+        else:
+            cand = tl.where(better, v, float("-inf"))
+            for i in range(rounds):
+                # every row's best remaining candidate (equal values: the smaller column first)
+                best, at = tl.max(cand, axis=1, return_indices=True, return_indices_tie_break_left=True)
+                has = i < n_new
+                off = rows * QC + fill
+                tl.store(qk_ptr + off, rank_key(best), mask=has)
+                tl.store(qi_ptr + off, n0 + at, mask=has)
+                fill += has.to(tl.int32)
+                cand = tl.where(j[None, :] == at[:, None], float("-inf"), cand)
     return thr_v, thr_i, fill
 
 

@@ -62,3 +62,9 @@ class SelectConfig:
         kp = max(16, next_pow2(k))
         qc = 2 * self.block_n
         return dict(KP=kp, QC=qc, CH=min(qc, kp), MR=max(1, min(self.block_m, 2048 // kp)))
+
+
+def empty(shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """Default output allocator of the launchers: ``alloc(shape, dtype, device)`` (ops passes one that poisons
+    outputs in tests)."""
+    return torch.empty(shape, dtype=dtype, device=device)

@@ -70,7 +70,9 @@ def _exchange(k, p, descending, AXIS: tl.constexpr, N_DIMS: tl.constexpr):
     pp = tl.sum(p, red, keep_dims=True) - p
     after_partner = (k > pk) | ((k == pk) & (p > pp))  # lexicographic (key, payload)
     # the first element of an ascending pair keeps the smaller pair, the second the larger; descending is the mirror
-    take = after_partner != (descending ^ _upper_half(N_DIMS, AXIS))
+    # (_upper_half inlined: helper calls are what the interpreter spends its time on)
+    upper = tl.reshape(tl.arange(0, 2), [1] * (N_DIMS - AXIS - 1) + [2] + [1] * AXIS)
+    take = after_partner != (descending ^ upper)
     return tl.where(take, pk, k), tl.where(take, pp, p)
 
 

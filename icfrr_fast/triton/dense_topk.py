@@ -7,7 +7,7 @@ Also the first stage of the ICFRR CUDA kernel: the top-L candidates of each quer
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import triton
@@ -15,7 +15,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._collector import flush, reset_buffer, select_tile, write_topk
-from ._launch import SelectConfig, interpreted, persistent_programs
+from ._launch import SelectConfig, empty, interpreted, persistent_programs
 
 __all__ = ["dense_topk_triton", "DENSE_CONFIG", "MAX_K"]
 
@@ -91,6 +91,7 @@ def dense_topk_triton(
     signed_values: bool = True,
     value_dtype: Optional[torch.dtype] = None,
     config: Optional[SelectConfig] = None,
+    alloc: Callable[..., Tensor] = empty,
 ) -> Tuple[Tensor, Tensor]:
     """Top-k of every row of ``x``, best first, ties -> smaller column (the contract of ``ops.dense_topk``).
 
@@ -106,6 +107,7 @@ def dense_topk_triton(
             which is what the ICFRR kernel consumes.
         value_dtype: dtype of the returned values (default: x's dtype; float64 is exact for every input).
         config: tile shape (default ``DENSE_CONFIG`` on a GPU, a tiny shape in the interpreter).
+        alloc: ``alloc(shape, dtype, device)`` allocates the outputs (tests pass one that poisons them).
 
     Returns:
         values (R, k), indices (R, k) int64.
@@ -119,8 +121,8 @@ def dense_topk_triton(
     shape = config.collector_shape(k)
     dev = x.device
     work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    values = torch.empty((R, k), dtype=work_dtype, device=dev)
-    indices = torch.empty((R, k), dtype=torch.int64, device=dev)
+    values = alloc((R, k), work_dtype, dev)
+    indices = alloc((R, k), torch.int64, dev)
     n_blocks = triton.cdiv(R, config.block_m)
     P = persistent_programs(dev, n_blocks, config.per_sm)
     bm = config.block_m

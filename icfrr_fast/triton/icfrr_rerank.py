@@ -9,14 +9,14 @@ Two stages: the top-L candidates of each query's dense scores (``dense_topk``), 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._launch import interpreted, next_pow2, persistent_programs
+from ._launch import empty, interpreted, next_pow2, persistent_programs
 from ._pair_sort import SENTINEL, rank_key, rank_key_value, sort_pairs
 from .dense_topk import dense_topk_triton
 
@@ -195,6 +195,7 @@ def icfrr_iterate_triton(
     return_history: bool = False,
     early_stop: bool = False,
     num_programs: Optional[int] = None,
+    alloc: Callable[..., Tensor] = empty,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """All ICFRR iterations for (Q, L) candidates (DESIGN §2 with depth L), one program per query at a time.
 
@@ -206,6 +207,7 @@ def icfrr_iterate_triton(
         k_q, beta, iters, semantics, k, return_history, early_stop: as ``ops.icfrr_rerank`` (validated there).
         largest: sign of the returned values (False: negated back to distances).
         num_programs: persistent grid size (default: 4 per SM; 2 in the interpreter).
+        alloc: ``alloc(shape, dtype, device)`` allocates the outputs (tests pass one that poisons them).
 
     Returns:
         values (Q, k) float32, indices (Q, k) int64, history (Q, T + 1, k) int64 or (Q, 0, k).
@@ -223,9 +225,9 @@ def icfrr_iterate_triton(
     kq = min(k_q, L)
     vb, kb = _vote_shape(K_g, kq, 64 if interp else 2048)
     P = num_programs or persistent_programs(dev, Q, 4)
-    values = torch.empty((Q, k), dtype=torch.float32, device=dev)
-    indices = torch.empty((Q, k), dtype=torch.int64, device=dev)
-    history = torch.empty((Q, iters + 1 if return_history else 0, k), dtype=torch.int64, device=dev)
+    values = alloc((Q, k), torch.float32, dev)
+    indices = alloc((Q, k), torch.int64, dev)
+    history = alloc((Q, iters + 1 if return_history else 0, k), torch.int64, dev)
     hist_arg = history if return_history else indices  # never written when HISTORY is off
     tab = torch.full((P, (1 << log_ht) + 1), -1, dtype=torch.int64, device=dev)
     acc = torch.zeros((P, LP), dtype=torch.int64, device=dev)
@@ -263,6 +265,7 @@ def icfrr_rerank_triton(
     early_stop: bool,
     *,
     batch: Optional[int] = None,
+    alloc: Callable[..., Tensor] = empty,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """The contract of ``ops.icfrr_rerank`` for dense (Q, G) scores on the Triton path (depth <= ``MAX_DEPTH``).
 
@@ -279,7 +282,7 @@ def icfrr_rerank_triton(
         cv, ci = dense_topk_triton(s, L, largest, signed_values=False, value_dtype=torch.float64)
         parts.append(icfrr_iterate_triton(cv, ci, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
                                           largest=largest, k=k, return_history=return_history,
-                                          early_stop=early_stop))
+                                          early_stop=early_stop, alloc=alloc))
     if len(parts) == 1:
         return parts[0]
     return tuple(torch.cat([p[i] for p in parts]) for i in range(3))

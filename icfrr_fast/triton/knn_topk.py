@@ -8,7 +8,7 @@ products unless torch allows TF32 for matmuls; "l2" ranks |x|^2 + |y|^2 - 2 x.y 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import triton
@@ -16,7 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._collector import flush, reset_buffer, select_tile, write_topk
-from ._launch import SelectConfig, interpreted, persistent_programs
+from ._launch import SelectConfig, empty, interpreted, persistent_programs
 
 __all__ = ["knn_topk_triton", "KNN_CONFIGS", "METRICS", "MAX_K"]
 
@@ -140,6 +140,7 @@ def knn_topk_triton(
     largest: Optional[bool] = None,
     *,
     config: Optional[SelectConfig] = None,
+    alloc: Callable[..., Tensor] = empty,
 ) -> Tuple[Tensor, Tensor]:
     """Exact k nearest rows of ``y`` for every row of ``x``, without a (Q, G) similarity matrix.
 
@@ -153,6 +154,7 @@ def knn_topk_triton(
         exclude_self: x and y are the same set: row i never returns item i.
         largest: rank larger values first (default: True for "ip"/"cosine", False for "l2").
         config: tile shape (default ``KNN_CONFIGS[dtype]`` on a GPU, 16 x 16 x 16 tiles in the interpreter).
+        alloc: ``alloc(shape, dtype, device)`` allocates the outputs (tests pass one that poisons them).
 
     Returns:
         values (Q, k) float32 (float64 for float64 inputs): similarities, or distances for "l2"; indices (Q, k)
@@ -177,8 +179,8 @@ def knn_topk_triton(
         xn = yn = torch.empty(1, dtype=acc_dtype, device=dev)
     else:
         xn, yn = _row_norms(x, metric, acc_dtype), _row_norms(y, metric, acc_dtype)
-    values = torch.empty((Q, k), dtype=acc_dtype, device=dev)
-    indices = torch.empty((Q, k), dtype=torch.int64, device=dev)
+    values = alloc((Q, k), acc_dtype, dev)
+    indices = alloc((Q, k), torch.int64, dev)
     n_blocks = triton.cdiv(Q, config.block_m)
     P = persistent_programs(dev, n_blocks, config.per_sm)
     bm = config.block_m
