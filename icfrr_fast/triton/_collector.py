@@ -115,7 +115,7 @@ def flush(thr_v, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr, thr_v_ptr, thr_
 @triton.jit
 def select_tile(v, n0, valid, thr_v, thr_i, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr, thr_v_ptr, thr_i_ptr, k,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, KP: tl.constexpr, QC: tl.constexpr,
-                CH: tl.constexpr, MR: tl.constexpr):
+                CH: tl.constexpr, MR: tl.constexpr, BULK: tl.constexpr):
     """Offer one tile (items n0 .. n0 + BLOCK_N - 1) to the collector.
 
     Args:
@@ -123,6 +123,8 @@ def select_tile(v, n0, valid, thr_v, thr_i, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr
             for padding and excluded items.
         thr_v, thr_i: (BLOCK_M,) threshold value (v's dtype) and index of every row; fill: (BLOCK_M,) int32 queue
             lengths.
+        BULK: allow queueing whole tiles. It needs a rank key and an address per score at once, which a large
+            ``tl.dot`` tile cannot afford in registers (the k-NN kernel turns it off; extraction alone is exact).
     Returns:
         (thr_v, thr_i, fill) after the tile.
     """
@@ -135,7 +137,7 @@ def select_tile(v, n0, valid, thr_v, thr_i, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr
     if rounds > 0:
         # many candidates (the first tiles, or a large k): queue the whole tile, non-candidates as sentinels;
         # few (the common case): extract them one round at a time
-        bulk = rounds > BLOCK_N // 4
+        bulk = BULK and (rounds > BLOCK_N // 4)
         need = tl.where(bulk, BLOCK_N, rounds)
         if tl.max(fill, axis=0) + need > QC:
             thr_v, thr_i, fill = flush(thr_v, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr, thr_v_ptr, thr_i_ptr,
@@ -148,8 +150,10 @@ def select_tile(v, n0, valid, thr_v, thr_i, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr
         else:
             cand = tl.where(better, v, float("-inf"))
             for i in range(rounds):
-                # every row's best remaining candidate (equal values: the smaller column first)
-                best, at = tl.max(cand, axis=1, return_indices=True, return_indices_tie_break_left=True)
+                # every row's best remaining candidate, equal values: the smaller column first (two plain reductions
+                # instead of one arg-max: no (value, index) pair per score in registers)
+                best = tl.max(cand, axis=1)
+                at = tl.min(tl.where(cand == best[:, None], j[None, :], BLOCK_N), axis=1)
                 has = i < n_new
                 off = rows * QC + fill
                 tl.store(qk_ptr + off, rank_key(best), mask=has)

@@ -43,6 +43,8 @@ class SelectConfig:
     Attributes:
         block_m: rows per program block. block_n: items per tile. block_k: features per ``tl.dot`` step (k-NN only).
         num_warps, num_stages: Triton launch options. per_sm: persistent programs per SM.
+        merge_pairs: pairs per merge step (MR rows x KP): bounds the merge's registers, since the bitonic network
+            keeps every pair and its partner live.
     """
 
     block_m: int
@@ -51,17 +53,18 @@ class SelectConfig:
     num_warps: int = 8
     num_stages: int = 3
     per_sm: int = 1
+    merge_pairs: int = 512
 
     def collector_shape(self, k: int) -> dict:
         """Constexprs of the collector for k results: KP (buffer), QC (queue), CH (merge chunk), MR (merge rows).
 
         The queue holds two tiles' worth of candidates per row (a tile adds at most BLOCK_N); merges work on MR rows
-        at a time so that an (MR, KP) pair tensor stays near 2048 elements (registers, not local memory). KP >= 16
-        keeps register layouts regular for tiny k.
+        at a time so that an (MR, KP) pair tensor stays near ``merge_pairs`` elements (registers, not local
+        memory). KP >= 16 keeps register layouts regular for tiny k.
         """
         kp = max(16, next_pow2(k))
         qc = 2 * self.block_n
-        return dict(KP=kp, QC=qc, CH=min(qc, kp), MR=max(1, min(self.block_m, 2048 // kp)))
+        return dict(KP=kp, QC=qc, CH=min(qc, kp), MR=max(1, min(self.block_m, self.merge_pairs // kp)))
 
 
 def empty(shape, dtype: torch.dtype, device) -> torch.Tensor:

@@ -69,7 +69,7 @@ def _dense_topk_kernel(
             if not LARGEST:
                 v = -v  # exact: "smallest first" is "largest first" of the negation
             thr_v, thr_i, fill = select_tile(v, n0, valid, thr_v, thr_i, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr,
-                                             thr_v_ptr, thr_i_ptr, k, BLOCK_M, BLOCK_N, KP, QC, CH, MR)
+                                             thr_v_ptr, thr_i_ptr, k, BLOCK_M, BLOCK_N, KP, QC, CH, MR, True)
         thr_v, thr_i, fill = flush(thr_v, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr, thr_v_ptr, thr_i_ptr, k,
                                    BLOCK_M, KP, QC, CH, MR)
         if SIGNED_OUT and not LARGEST:
@@ -137,7 +137,8 @@ def dense_topk_triton(
         values, indices, values.stride(0), x, x.stride(0), fill, thr_v, thr_i, qk, qi, bk, bp,
         R, C, k, row_offset, P,
         LARGEST=largest, EXCLUDE_SELF=exclude_self, SIGNED_OUT=signed_values, BLOCK_M=bm, BLOCK_N=config.block_n,
-        num_warps=config.num_warps, num_stages=config.num_stages, **shape,
+        # a large k merges (1, KP) rows: more warps keep its pairs in registers
+        num_warps=max(config.num_warps, min(16, shape["KP"] // 256)), num_stages=config.num_stages, **shape,
     )
     out_dtype = value_dtype if value_dtype is not None else x.dtype
     return values.to(out_dtype), indices

@@ -102,7 +102,7 @@ def _knn_topk_kernel(
             if EXCLUDE_SELF:
                 valid = valid & (cols[None, :] != rows[:, None])
             thr_v, thr_i, fill = select_tile(v, n0, valid, thr_v, thr_i, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr,
-                                             thr_v_ptr, thr_i_ptr, k, BLOCK_M, BLOCK_N, KP, QC, CH, MR)
+                                             thr_v_ptr, thr_i_ptr, k, BLOCK_M, BLOCK_N, KP, QC, CH, MR, False)
         thr_v, thr_i, fill = flush(thr_v, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr, thr_v_ptr, thr_i_ptr, k,
                                    BLOCK_M, KP, QC, CH, MR)
         if LARGEST:
