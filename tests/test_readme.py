@@ -16,3 +16,12 @@ def test_ci_runs_the_readme_test_command():
     assert len(test_cmd) == 1, "the README must have exactly one test command block"
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_cmd[0] in ci, "the README's test command and .ci/run differ"
+
+
+def test_readme_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    (code,) = _blocks(readme, "python")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["indices"].shape == (200, 5000) and scope["I"].shape == (200, 100)
+    assert set(scope["m"]) >= {"mAP@all", "mAP@200", "P@100", "P@200"}
