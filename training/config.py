@@ -389,25 +389,54 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML or TOML configuration; flags override it")
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} options", (cls.__doc__ or "").strip().splitlines()[0])
-        defaults = cls()
+        defaults, docs = cls(), _field_docs(cls)
         for name, tp in _fields(cls).items():
             default = getattr(defaults, name)
+            text = f"{docs[name]} " if name in docs else ""
             group.add_argument(f"--{section}.{name}", dest=f"{section}.{name}", metavar=_metavar(tp),
-                               default=argparse.SUPPRESS, help=f"(default: {default})")
+                               default=argparse.SUPPRESS, help=f"{text}(default: {default})".replace("%", "%%"))
 
 
 def _metavar(tp) -> str:
-    inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-    t = inner[0]
-    if typing.get_origin(t) in (list, List):
+    if typing.get_origin(tp) is Union:
+        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    if typing.get_origin(tp) in (list, List):
         return "A,B,..."
-    return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(t, "VALUE")
+    return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(tp, "VALUE")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The configuration of a parsed command line: the ``--config`` file, then every flag given, validated."""
+def _field_docs(cls) -> Dict[str, str]:
+    """``{field: text}`` from the ``#:`` comment lines above each field in the class source."""
+    import inspect
+
+    docs: Dict[str, str] = {}
+    pending: List[str] = []
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):  # pragma: no cover (source unavailable, e.g. a zipped install)
+        return docs
+    for line in lines:
+        s = line.strip()
+        if s.startswith("#:"):
+            pending.append(s[2:].strip())
+        elif ":" in s and not s.startswith(("#", '"', "class", "def", "@")) and pending:
+            docs[s.split(":", 1)[0].strip()] = " ".join(pending)
+            pending = []
+        elif not s.startswith("#:"):
+            pending = [] if s and not s.startswith("#") else pending
+    return docs
+
+
+def config_from_args(args: argparse.Namespace, base: Optional[Dict[str, Any]] = None) -> Config:
+    """The configuration of a parsed command line: ``base`` (e.g. a checkpoint's configuration), then the
+    ``--config`` file, then every flag given; validated."""
+    cfg = Config.from_dict(base or {}, validate=False)
     data = load_config(args.config) if getattr(args, "config", None) else {}
-    cfg = Config.from_dict(data, validate=False)
+    for section, values in (data or {}).items():
+        if section not in SECTIONS:
+            raise ValueError(f"unknown config section {section!r}; known: {', '.join(SECTIONS)}")
+        for key, value in (values or {}).items():
+            cfg.set(f"{section}.{key}", value)
     for key, value in vars(args).items():
         if "." in key:
             cfg.set(key, value)
