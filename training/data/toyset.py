@@ -93,6 +93,13 @@ def make_toyset(root: Union[str, Path], *, num_classes: int = 8, per_class: int 
     marker = root / "toyset.json"
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return root
+    import shutil
+
+    for domain in ("photo", "sketch"):  # drop what an earlier generation wrote (only our own class folders)
+        for name in SOURCES:
+            if (root / domain / name).is_dir():
+                shutil.rmtree(root / domain / name)
+    marker.unlink(missing_ok=True)
     sources = _sources()
     for k, name in enumerate(SOURCES[:num_classes]):
         img = _rgb(sources[name]())
