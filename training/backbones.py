@@ -18,9 +18,8 @@ Embedding (what retrieval and ICFRR use):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Tuple, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -98,7 +97,7 @@ class Backbone(nn.Module):
             raise TypeError(f"net must be a timm model (an nn.Module with forward_features); got {type(net).__name__}")
         self.net = net
         self.name = name or type(net).__name__
-        self.embed_dim = int(getattr(net, "num_features"))
+        self.embed_dim = int(net.num_features)
         self.num_prefix_tokens = int(getattr(net, "num_prefix_tokens", 0))
         cfg = dict(getattr(net, "pretrained_cfg", None) or {})
         self.mean: Tuple[float, ...] = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))

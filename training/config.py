@@ -214,10 +214,10 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any], validate: bool = True) -> "Config":
+    def from_dict(cls, d: Dict[str, Any], validate: bool = True) -> Config:
         """Build from ``{section: {field: value}}``; unknown sections/fields and mistyped values raise ValueError."""
         if not isinstance(d, dict):
-            raise ValueError(f"a config must be a mapping of sections; got {type(d).__name__}")
+            raise TypeError(f"a config must be a mapping of sections; got {type(d).__name__}")
         cfg = cls()
         for section, values in d.items():
             if section not in SECTIONS:
@@ -225,7 +225,7 @@ class Config:
             if values is None:
                 continue
             if not isinstance(values, dict):
-                raise ValueError(f"config section {section!r} must be a mapping; got {type(values).__name__}")
+                raise TypeError(f"config section {section!r} must be a mapping; got {type(values).__name__}")
             for key, value in values.items():
                 cfg.set(f"{section}.{key}", value)
         if validate:
@@ -399,7 +399,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _metavar(tp) -> str:
     if typing.get_origin(tp) is Union:
-        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if typing.get_origin(tp) in (list, List):
         return "A,B,..."
     return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(tp, "VALUE")

@@ -75,7 +75,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, objective: Objective, 
 
         bar = tqdm(total=n_batches, initial=state.batch, desc=f"epoch {state.epoch}", dynamic_ncols=True, leave=False)
     sums: Dict[str, float] = {}
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+
     optimizer.zero_grad(set_to_none=True)
     try:
         for a, b, y, da, db in it:

@@ -14,8 +14,14 @@ from typing import Dict, Optional, Tuple
 
 from torch import Tensor
 
-from .losses import (classification_loss, cross_domain_triplet_loss, distribution_alignment_loss,
-                     mixture_prediction_loss, semantic_neighbourhood_loss, stream_distillation_loss)
+from .losses import (
+    classification_loss,
+    cross_domain_triplet_loss,
+    distribution_alignment_loss,
+    mixture_prediction_loss,
+    semantic_neighbourhood_loss,
+    stream_distillation_loss,
+)
 from .mixup import MixedBatch
 
 __all__ = ["Objective"]
@@ -75,7 +81,7 @@ class Objective:
     def needs_mixup(self) -> bool:
         return self.cfg.mixture > 0
 
-    def to(self, device) -> "Objective":
+    def to(self, device) -> Objective:
         if self.class_embeddings is not None:
             self.class_embeddings = self.class_embeddings.to(device)
         return self

@@ -33,7 +33,8 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
             (no_decay if _no_decay(name, p) else decay).append(p)
         for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
             if params:
-                groups.append({"params": params, "lr": lr, "weight_decay": wd, "name": f"{part}/{'decay' if wd else 'no_decay'}"})
+                name = f"{part}/{'decay' if wd else 'no_decay'}"
+                groups.append({"params": params, "lr": lr, "weight_decay": wd, "name": name})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
 
 

@@ -64,8 +64,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
     out = {}
     for k, v in obj.items():
         for p in _WRAPPER_PREFIXES:
-            if k.startswith(p):
-                k = k[len(p):]
+            k = k.removeprefix(p)
         out[k] = v
     if any(k.startswith("backbone.net.") for k in out):  # a training checkpoint of this package
         out = {k[len("backbone.net."):]: v for k, v in out.items() if k.startswith("backbone.net.")}

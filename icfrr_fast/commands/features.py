@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from icfrr_fast.training.checkpoint import load_checkpoint
     from icfrr_fast.training.config import config_from_args
     from icfrr_fast.training.data import build_splits
-    from icfrr_fast.training.extraction import extract_features, load_feature_cache, save_feature_cache
     from icfrr_fast.training.distributed import resolve_device
+    from icfrr_fast.training.extraction import extract_features, load_feature_cache, save_feature_cache
     from icfrr_fast.training.train import build_eval_loaders, build_model, load_model, resolve_amp
 
     base = None

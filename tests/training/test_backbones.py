@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from icfrr_fast.training.backbones import create_backbone, is_backbone, list_backbones
 from icfrr_fast.training.vitx import ViTX, cross_attention, vitx_tokens
 

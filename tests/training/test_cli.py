@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from icfrr_fast.cli import main
 from icfrr_fast.training.checkpoint import load_checkpoint
 from icfrr_fast.training.extraction import load_feature_cache
 from icfrr_fast.training.run_log import RunLog
+
+from icfrr_fast.cli import main
 
 SMOKE = Path(__file__).resolve().parents[2] / "training" / "configs" / "smoke.yaml"
 

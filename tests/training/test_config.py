@@ -3,8 +3,7 @@
 import argparse
 
 import pytest
-
-from icfrr_fast.training.config import (Config, add_config_arguments, config_from_args, load_config, save_config)
+from icfrr_fast.training.config import Config, add_config_arguments, config_from_args, load_config, save_config
 
 YAML = """
 model: {backbone: icfrr_vit_tiny}

@@ -5,10 +5,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from icfrr_fast.training.config import DataConfig
-from icfrr_fast.training.data import (CrossDomainPairSampler, ImageList, build_splits, build_transform,
-                                      make_toyset, read_class_ids, read_file_list, scan_domain)
+from icfrr_fast.training.data import (
+    CrossDomainPairSampler,
+    ImageList,
+    build_splits,
+    build_transform,
+    make_toyset,
+    read_class_ids,
+    read_file_list,
+    scan_domain,
+)
 from icfrr_fast.training.data.benchmarks import SKETCHY_21_UNSEEN
 
 from ._trees import folder_tree, sake_split, write_image
@@ -236,7 +243,7 @@ def test_seeded_augmentation_is_reproducible(tmp_path):
                          holdout_fraction=0.5))
     tfs = [build_transform(k, (16, 16), (0.5,) * 3, (0.5,) * 3) for k in ("sketch", "photo")]
     ds = ImageList(s.train, tfs)
-    x1, y1, d1 = ds[(0, 42)]
+    x1, _, _ = ds[(0, 42)]
     torch.manual_seed(999)  # the global RNG does not matter
     x2, _, _ = ds[(0, 42)]
     x3, _, _ = ds[(0, 43)]

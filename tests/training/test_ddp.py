@@ -6,7 +6,6 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from icfrr_fast.training.checkpoint import load_checkpoint
 from icfrr_fast.training.train import build_model, fit
 

@@ -6,16 +6,16 @@ import math
 
 import pytest
 import torch
-
-import icfrr_fast
-from icfrr_fast.metrics import evaluate_history
-from icfrr_fast.testing import cross_domain_features
 from icfrr_fast.training.checkpoint import load_checkpoint
 from icfrr_fast.training.data import build_splits, eval_loader
 from icfrr_fast.training.engine import evaluate
 from icfrr_fast.training.run_log import RunLog
 from icfrr_fast.training.train import build_model, fit, load_model
 from icfrr_fast.training.validation import retrieval_metrics
+
+import icfrr_fast
+from icfrr_fast.metrics import evaluate_history
+from icfrr_fast.testing import cross_domain_features
 
 from ._runs import tiny_config
 

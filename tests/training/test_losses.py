@@ -4,11 +4,20 @@ import math
 
 import pytest
 import torch
-
-from icfrr_fast.training.losses import (classification_loss, cross_domain_triplet_loss, distribution_alignment_loss,
-                                        mixture_prediction_loss, neighbourhood_targets, semantic_neighbourhood_loss,
-                                        stream_distillation_loss, ClassificationLoss, CrossDomainTripletLoss,
-                                        SemanticNeighbourhoodLoss, MixturePredictionLoss, StreamDistillationLoss)
+from icfrr_fast.training.losses import (
+    ClassificationLoss,
+    CrossDomainTripletLoss,
+    MixturePredictionLoss,
+    SemanticNeighbourhoodLoss,
+    StreamDistillationLoss,
+    classification_loss,
+    cross_domain_triplet_loss,
+    distribution_alignment_loss,
+    mixture_prediction_loss,
+    neighbourhood_targets,
+    semantic_neighbourhood_loss,
+    stream_distillation_loss,
+)
 from icfrr_fast.training.mixup import cross_domain_probability, mix_images
 
 
@@ -68,7 +77,8 @@ def test_triplet_batch_hard_picks_hardest_cross_domain():
     y = torch.tensor([0, 0, 0, 1, 1, 1, 0])
     d = torch.tensor([0, 1, 1, 1, 1, 0, 0])
     got = cross_domain_triplet_loss(f, y, d, margin=0.2, anchor_domain=0)
-    # anchor 0: 3 - 0.5 + 0.2 = 2.7 ; anchor 5 (c1 d0): pos {3,4}: max(0.4, 1.9)=1.9 ; neg {1,2}: min(sqrt(9.01), sqrt(1.01))
+    # anchor 0: 3 - 0.5 + 0.2 = 2.7
+    # anchor 5 (c1 d0): pos {3,4}: max(0.4, 1.9) = 1.9; neg {1,2}: min(sqrt(9.01), sqrt(1.01))
     a5 = 1.9 - math.sqrt(1.01) + 0.2
     # anchor 6 (c0 d0) at (9,9): pos {1,2}: max(sqrt(81+36), sqrt(81+64)); neg {3,4}: min(sqrt(8.5^2+81), sqrt(49+81))
     a6 = max(0.0, math.sqrt(145) - math.sqrt(130) + 0.2)
@@ -83,7 +93,7 @@ def test_triplet_random_mining_draws_valid_pairs():
     g = torch.Generator().manual_seed(0)
     vals = [cross_domain_triplet_loss(f, y, d, margin=0.5, mining="random", generator=g).item() for _ in range(20)]
     assert max(vals) <= hard.item() + 1e-6  # batch-hard bounds every random draw from above
-    assert len(set(round(v, 6) for v in vals)) > 1
+    assert len({round(v, 6) for v in vals}) > 1
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert cross_domain_triplet_loss(f, y, d, mining="random", generator=g1).item() == \
         cross_domain_triplet_loss(f, y, d, mining="random", generator=g2).item()
@@ -202,8 +212,8 @@ def test_distillation_hand_values_and_stop_gradient():
     pt = [math.exp(x / T) for x in (0.0, 1.0)]
     pt = [x / sum(pt) for x in pt]
     ls = _log_softmax([0.5, 0.0])
-    kl1 = sum(p * (math.log(p) - l) for p, l in zip(pt, ls))
-    kl0 = sum(0.5 * (math.log(0.5) - l) for l in _log_softmax([0.5, 1.0]))
+    kl1 = sum(p * (math.log(p) - q) for p, q in zip(pt, ls))
+    kl0 = sum(0.5 * (math.log(0.5) - q) for q in _log_softmax([0.5, 1.0]))
     got = stream_distillation_loss(s, t, "kl", T)
     assert got.item() == pytest.approx(T * T * (kl0 + kl1) / 2, abs=1e-6)
     StreamDistillationLoss("mse")(s, t).backward()

@@ -161,7 +161,7 @@ def _resolve_domain(root: Path, name: str, available: Sequence[str], key: str) -
 
 def _holdout(paths: List[str], fraction: float, seed: int, key: str) -> Tuple[List[str], List[str]]:
     """(train, held-out) split of one class's images, deterministic in ``seed`` and ``key``."""
-    n_out = int(round(len(paths) * fraction))
+    n_out = round(len(paths) * fraction)
     if fraction > 0 and len(paths) >= 2:
         n_out = min(max(n_out, 1), len(paths) - 1)
     g = torch.Generator().manual_seed(seed * 7919 + sum(map(ord, key)))
@@ -249,7 +249,8 @@ def _office_home(cfg) -> RetrievalSplits:
     if cfg.layout == "filelist":
         raise ValueError("office_home has no file-list layout; use data.layout: folders")
     q, g = cfg.query_domain or "Clipart", cfg.gallery_domain or "Real World"
-    return _folder_splits("office_home", cfg, query_domain=q, gallery_domain=g, train_domains=cfg.train_domains or [q, g])
+    return _folder_splits("office_home", cfg, query_domain=q, gallery_domain=g,
+                          train_domains=cfg.train_domains or [q, g])
 
 
 def _domainnet(cfg) -> RetrievalSplits:

@@ -56,7 +56,7 @@ class ImageRecords:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, keep: Sequence[int], name: Optional[str] = None) -> "ImageRecords":
+    def subset(self, keep: Sequence[int], name: Optional[str] = None) -> ImageRecords:
         """The records at ``keep`` (same class and domain tables)."""
         return ImageRecords([self.paths[i] for i in keep], [self.labels[i] for i in keep],
                             [self.domains[i] for i in keep], list(self.classes), list(self.domain_names),

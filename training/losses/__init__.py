@@ -3,8 +3,14 @@
 from .alignment import DistributionAlignmentLoss, distribution_alignment_loss
 from .classification import ClassificationLoss, classification_loss
 from .distillation import StreamDistillationLoss, stream_distillation_loss
-from .semantic import (MixturePredictionLoss, SemanticNeighbourhoodLoss, mixture_prediction_loss,
-                       neighbourhood_targets, semantic_logits, semantic_neighbourhood_loss)
+from .semantic import (
+                       MixturePredictionLoss,
+                       SemanticNeighbourhoodLoss,
+                       mixture_prediction_loss,
+                       neighbourhood_targets,
+                       semantic_logits,
+                       semantic_neighbourhood_loss,
+)
 from .triplet import CrossDomainTripletLoss, cross_domain_triplet_loss
 
 __all__ = [

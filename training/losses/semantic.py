@@ -102,7 +102,9 @@ def mixture_prediction_loss(projected: Tensor, labels_a: Tensor, labels_b: Tenso
             raise ValueError(f"{name} must be (N,) = ({N},); got shape {tuple(t.shape)}")
     log_p = F.log_softmax(semantic_logits(projected, class_embeddings, temperature), dim=1)
     lam = lam.to(log_p.dtype)
-    return -(lam * log_p.gather(1, labels_a[:, None])[:, 0] + (1 - lam) * log_p.gather(1, labels_b[:, None])[:, 0]).mean()
+    lp_a = log_p.gather(1, labels_a[:, None])[:, 0]
+    lp_b = log_p.gather(1, labels_b[:, None])[:, 0]
+    return -(lam * lp_a + (1 - lam) * lp_b).mean()
 
 
 class SemanticNeighbourhoodLoss(nn.Module):
