@@ -65,6 +65,42 @@ def test_weights_round_trip(tmp_path, tiny):
         assert torch.equal(bb(x), ref), name
 
 
+def _export_jax_npz(net, path) -> None:
+    """Write a timm ViT in the original JAX ViT ``.npz`` layout (the format of Google's released checkpoints)."""
+    import numpy as np
+
+    sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    D = net.embed_dim
+    H = net.blocks[0].attn.num_heads
+    w = {"embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0), "embedding/bias":
+         sd["patch_embed.proj.bias"], "cls": sd["cls_token"], "Transformer/posembed_input/pos_embedding":
+         sd["pos_embed"], "Transformer/encoder_norm/scale": sd["norm.weight"],
+         "Transformer/encoder_norm/bias": sd["norm.bias"]}
+    for i in range(len(net.blocks)):
+        b, p = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        qkv_w, qkv_b = sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"]
+        for j, n in enumerate(("query", "key", "value")):
+            w[f"{p}MultiHeadDotProductAttention_1/{n}/kernel"] = qkv_w[j * D:(j + 1) * D].T.reshape(D, H, D // H)
+            w[f"{p}MultiHeadDotProductAttention_1/{n}/bias"] = qkv_b[j * D:(j + 1) * D].reshape(H, D // H)
+        w[f"{p}MultiHeadDotProductAttention_1/out/kernel"] = \
+            sd[b + "attn.proj.weight"].reshape(D, H, D // H).transpose(1, 2, 0)
+        w[f"{p}MultiHeadDotProductAttention_1/out/bias"] = sd[b + "attn.proj.bias"]
+        for ln, n in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            w[f"{p}{ln}/scale"], w[f"{p}{ln}/bias"] = sd[b + n + ".weight"], sd[b + n + ".bias"]
+        for r in range(2):
+            w[f"{p}MlpBlock_3/Dense_{r}/kernel"] = sd[b + f"mlp.fc{r + 1}.weight"].T
+            w[f"{p}MlpBlock_3/Dense_{r}/bias"] = sd[b + f"mlp.fc{r + 1}.bias"]
+    np.savez(path, **w)
+
+
+def test_weights_from_jax_npz(tmp_path, tiny):
+    _export_jax_npz(tiny.net, tmp_path / "vit.npz")
+    torch.manual_seed(321)
+    bb = create_backbone("icfrr_vit_tiny", weights=tmp_path / "vit.npz").eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(bb(x), tiny(x), rtol=1e-5, atol=1e-6)
+
+
 def test_weights_errors(tmp_path, tiny):
     sd = tiny.net.state_dict()
     with pytest.raises(FileNotFoundError, match="weights"):
