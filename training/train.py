@@ -29,6 +29,9 @@ from .run_log import RunLog
 
 __all__ = ["fit", "resolve_amp", "build_model", "build_eval_loaders", "load_model"]
 
+#: per-step records kept in memory (and returned by ``fit``); metrics.csv holds the whole run
+HISTORY_LIMIT = 10_000
+
 
 def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """"auto" -> bfloat16 on CUDA (when supported), None (full precision) elsewhere; "bf16"/"fp16"/"none" as named.
@@ -105,7 +108,8 @@ def fit(cfg: Config) -> Dict[str, Any]:
     """Train (and validate) as configured; see the module docstring for outputs.
 
     Returns:
-        dict with ``output_dir``, ``history`` (per optimizer step: epoch, step, loss and its parts, lr),
+        dict with ``output_dir``, ``history`` (per optimizer step, the last ``HISTORY_LIMIT``: epoch, step, loss
+        and its parts, lr),
         ``metrics`` (last validation), ``best`` and ``position``.
     """
     if not isinstance(cfg, Config):
@@ -178,6 +182,10 @@ def _fit(cfg: Config, ctx: DistContext) -> Dict[str, Any]:
     log = RunLog(out_dir, tensorboard=cfg.train.tensorboard, enabled=ctx.is_main)
     if ctx.is_main:
         save_config(cfg, out_dir / "config.yaml")
+        if cfg.model.weights is None and not cfg.model.backbone.startswith("icfrr_"):
+            print(f"icfrr-fast train: note: model.weights is none, so {cfg.model.backbone} starts from a random "
+                  f"initialisation (give a local .pth/.safetensors/.npz file to fine-tune pretrained weights)",
+                  flush=True)
         print(f"icfrr-fast train: {splits.description}; {len(splits.train)} training images, "
               f"{len(splits.query)} queries, {len(splits.gallery)} gallery; {steps_per_epoch} steps/epoch on "
               f"{device}{f' x {ctx.world_size} ranks' if ctx.distributed else ''}", flush=True)
@@ -211,6 +219,8 @@ def _fit(cfg: Config, ctx: DistContext) -> Dict[str, Any]:
 
     def on_step(st: LoopState, values: Dict[str, float]) -> None:
         st.history.append({"epoch": st.epoch, "step": st.step, **values})
+        if len(st.history) > HISTORY_LIMIT:  # the CSV keeps everything; memory keeps the recent steps
+            del st.history[:len(st.history) - HISTORY_LIMIT]
         if st.step % cfg.train.log_every == 0 or st.step == 1:
             log.log("train", values, step=st.step, epoch=st.epoch)
         if cfg.train.save_every_steps and st.step % cfg.train.save_every_steps == 0:

@@ -23,16 +23,30 @@ from icfrr_fast.metrics import evaluate as evaluate_ranking
 __all__ = ["rerank_and_rank", "retrieval_metrics", "RANKING_BACKEND"]
 
 #: which path :func:`rerank_and_rank` uses (see its docstring)
-RANKING_BACKEND = "icfrr_fast.icfrr on chunked -cdist scores with a dense gallery graph (interim)"
+RANKING_BACKEND = "icfrr_fast.icfrr on chunked cdist scores, gallery graph by chunked ops.dense_topk (interim)"
+
+
+def _gallery_graph(gallery: Tensor, k_g: int, chunk_size: int) -> icfrr_fast.GalleryGraph:
+    """K_g nearest other gallery items of every item by Euclidean distance, built chunk by chunk."""
+    G = gallery.shape[0]
+    values, indices = [], []
+    for start in range(0, G, chunk_size):
+        d = torch.cdist(gallery[start:start + chunk_size], gallery)
+        v, i = icfrr_fast.ops.dense_topk(d, k_g, False, True, start)
+        values.append(v)
+        indices.append(i)
+    return icfrr_fast.GalleryGraph.from_neighbors(torch.cat(indices), torch.cat(values), largest=False)
 
 
 def rerank_and_rank(queries: Tensor, gallery: Tensor, *, k_g: int, k_q: int, beta: float, iters: int,
                     semantics: str = "reference", chunk_size: int = 256) -> Iterator[Tuple[int, Tensor]]:
     """Rank the gallery for each query and re-rank it with ICFRR, chunk by chunk.
 
-    The one place that calls the package's retrieval ops. Interim path (until ``icfrr_fast.ICFRRIndex`` lands):
-    the gallery graph from the dense (G, G) Euclidean distances (``GalleryGraph.from_distances``), then per chunk
-    ``icfrr_fast.icfrr(torch.cdist(q_chunk, g), graph, largest=False, return_history=True)``.
+    The one place that calls the package's retrieval ops. Interim path (until ``icfrr_fast.ICFRRIndex`` lands): the
+    gallery graph from Euclidean distances ``chunk_size`` gallery rows at a time (``ops.dense_topk`` with the item
+    itself excluded, ties to the smaller index, as DESIGN §2 requires), then per query chunk
+    ``icfrr_fast.icfrr(torch.cdist(q_chunk, g), graph, largest=False, return_history=True)``. Peak memory is
+    chunk x G (no G x G or Q x G matrix).
 
     Args:
         queries: (Q, D) float features.
@@ -45,7 +59,7 @@ def rerank_and_rank(queries: Tensor, gallery: Tensor, *, k_g: int, k_q: int, bet
         distance, [:, t] the ranking after t iterations).
     """
     queries, gallery = queries.float(), gallery.float()
-    graph = icfrr_fast.GalleryGraph.from_distances(torch.cdist(gallery, gallery), k_g, largest=False)
+    graph = _gallery_graph(gallery, k_g, chunk_size)
     for start in range(0, queries.shape[0], chunk_size):
         scores = torch.cdist(queries[start:start + chunk_size], gallery)
         res = icfrr_fast.icfrr(scores, graph, k_g=k_g, k_q=k_q, beta=beta, iters=iters, semantics=semantics,

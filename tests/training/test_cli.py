@@ -25,7 +25,7 @@ def _native_loaded():
 def test_smoke_config_end_to_end(tmp_path, capsys):
     out = tmp_path / "smoke"
     rc = main(["train", "--config", str(SMOKE), "--train.output_dir", str(out), "--data.root", str(tmp_path / "data"),
-               "--train.tensorboard", "true"])
+               "--train.tensorboard", "true", "--train.progress", "false"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "icfrr-fast train: done at step 40" in captured.out
@@ -55,6 +55,15 @@ def test_smoke_config_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert "is up to date" in capsys.readouterr().out
+
+
+def test_features_of_an_untrained_backbone(tmp_path):
+    feats = tmp_path / "f.pth"
+    assert main(["features", "--config", str(SMOKE), "--data.root", str(tmp_path / "data"), "--data.toy_classes", "3",
+                 "--model.backbone", "icfrr_vit_tiny", "--out", str(feats), "--train.progress", "false"]) == 0
+    c = load_feature_cache(feats)
+    assert c["query"].shape == (36, 32) and c["classes"] == ["astronaut", "cat", "coffee"]
+    assert "checkpoint" not in c["source"] and c["source"]["model"]["backbone"] == "icfrr_vit_tiny"
 
 
 def test_cli_errors_are_reported(tmp_path, capsys):

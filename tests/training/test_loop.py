@@ -84,6 +84,13 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, toy_root):
     assert all(math.isfinite(h["loss"]) for h in r["history"])
 
 
+def test_mixed_precision_choices(tmp_path, toy_root):
+    r = fit(tiny_config(tmp_path / "bf16", toy_root, train__amp="bf16", train__max_steps=1, model__vitx=True))
+    assert math.isfinite(r["history"][0]["loss"])
+    with pytest.raises(ValueError, match="train.amp: fp16 needs a CUDA device"):
+        fit(tiny_config(tmp_path / "fp16", toy_root, train__amp="fp16", train__max_steps=1))
+
+
 def test_validation_reports_every_iteration_and_keeps_best(tmp_path, toy_root):
     cfg = tiny_config(tmp_path / "val", toy_root, eval__every=1, eval__at_start=True,
                       eval__best_metric="it2/mAP@all")
@@ -116,6 +123,11 @@ def test_retrieval_metrics_match_direct_computation():
         name = "base" if t == 0 else f"it{t}"
         for k in ("mAP@all", "mAP@10", "P@5", "P@10"):
             assert m[f"{name}/{k}"] == pytest.approx(d[k], abs=1e-12)
+    # the chunked gallery graph is the dense one
+    from icfrr_fast.training.validation import _gallery_graph
+
+    dense = icfrr_fast.GalleryGraph.from_distances(torch.cdist(data.gallery, data.gallery), 6)
+    assert torch.equal(_gallery_graph(data.gallery, 6, chunk_size=7).neighbors, dense.neighbors)
     m_big = retrieval_metrics(data.queries, data.query_labels, data.gallery, data.gallery_labels, k_g=6, k_q=5,
                               iters=3, map_at=(10,), precision_at=(5, 10), chunk_size=1000)
     assert m_big == pytest.approx(m)
