@@ -419,11 +419,10 @@ def _field_docs(cls) -> Dict[str, str]:
         s = line.strip()
         if s.startswith("#:"):
             pending.append(s[2:].strip())
-        elif ":" in s and not s.startswith(("#", '"', "class", "def", "@")) and pending:
+            continue
+        if pending and ":" in s and s.split(":", 1)[0].strip().isidentifier():  # "name: type = default"
             docs[s.split(":", 1)[0].strip()] = " ".join(pending)
-            pending = []
-        elif not s.startswith("#:"):
-            pending = [] if s and not s.startswith("#") else pending
+        pending = []
     return docs
 
 

@@ -186,3 +186,22 @@ def test_vitx_rejects_non_vit():
     bb = create_backbone("icfrr_vit_tiny")
     with pytest.raises(ValueError, match="same shape"):
         vitx_tokens(bb.net, torch.zeros(2, 3, 32, 32), torch.zeros(1, 3, 32, 32))
+
+
+def test_model_argument_checks():
+    from icfrr_fast.training.model import RetrievalModel
+    from icfrr_fast.training.train import fit
+
+    with pytest.raises(TypeError, match="backbone must be a Backbone"):
+        RetrievalModel("icfrr_vit_tiny", 3)
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        RetrievalModel(create_backbone("icfrr_vit_tiny"), -1)
+    with pytest.raises(TypeError, match="ViT-x needs a timm VisionTransformer"):
+        RetrievalModel(create_backbone("test_resnet"), 3, vitx=True)
+    m = RetrievalModel(create_backbone("icfrr_vit_tiny"), 3)
+    with pytest.raises(ValueError, match="semantic head"):
+        m(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32), mixed=torch.zeros(4, 3, 32, 32))
+    out = m(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32))
+    assert out["logits"].shape == (4, 3) and out["embedding"].shape == (4, 32)
+    with pytest.raises(TypeError, match="cfg must be a Config"):
+        fit({"model": {}})
