@@ -9,6 +9,8 @@ triton, timm or faiss, does not initialise CUDA, and succeeds even when the comp
 from . import metrics, ops, reference
 from ._native import get_num_threads, set_num_threads
 from .graph import GalleryGraph
+from .index import ICFRRIndex
+from .knn import KNNResult, knn
 from .rerank import ICFRRResult, icfrr
 
 __version__ = "0.1.0"
@@ -17,6 +19,9 @@ __all__ = [
     "icfrr",
     "ICFRRResult",
     "GalleryGraph",
+    "ICFRRIndex",
+    "knn",
+    "KNNResult",
     "metrics",
     "ops",
     "reference",
