@@ -3,8 +3,9 @@
 For L2-normalised query features q (Q, D) and gallery features g (G, D), with Euclidean distance (the ICFRR
 paper's setting), queries are processed ``chunk_size`` at a time: each chunk's initial ranking and its ICFRR
 re-rankings after iterations 1..T come from :func:`rerank_and_rank` as a (chunk, T + 1, G) history, which
-``icfrr_fast.metrics.evaluate`` scores; chunk means are combined weighted by their counted queries. Memory is
-bounded by chunk x (T + 1) x G; no Q x G matrix is formed.
+``icfrr_fast.metrics.evaluate`` scores; chunk means are combined weighted by their counted queries. The ranking
+and re-ranking go through ``icfrr_fast.ICFRRIndex`` (fused k-NN gallery graph, fused ICFRR): memory is bounded by
+chunk x (T + 2) x G; no Q x G or G x G matrix is formed.
 
 Reported keys: ``base/<m>`` (before ICFRR), ``it<t>/<m>`` (after t iterations, t = 1..T) and ``icfrr/<m>`` (after
 T), for m in mAP@all, mAP@K (``map_at``), P@K (``precision_at``); plus ``queries``, ``gallery``, ``k_g``, ``k_q``.
@@ -14,39 +15,22 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, Sequence, Tuple
 
-import torch
 from torch import Tensor
 
 import icfrr_fast
 from icfrr_fast.metrics import evaluate as evaluate_ranking
 
-__all__ = ["rerank_and_rank", "retrieval_metrics", "RANKING_BACKEND"]
-
-#: which path :func:`rerank_and_rank` uses (see its docstring)
-RANKING_BACKEND = "icfrr_fast.icfrr on chunked cdist scores, gallery graph by chunked ops.dense_topk (interim)"
-
-
-def _gallery_graph(gallery: Tensor, k_g: int, chunk_size: int) -> icfrr_fast.GalleryGraph:
-    """K_g nearest other gallery items of every item by Euclidean distance, built chunk by chunk."""
-    G = gallery.shape[0]
-    values, indices = [], []
-    for start in range(0, G, chunk_size):
-        d = torch.cdist(gallery[start:start + chunk_size], gallery)
-        v, i = icfrr_fast.ops.dense_topk(d, k_g, False, True, start)
-        values.append(v)
-        indices.append(i)
-    return icfrr_fast.GalleryGraph.from_neighbors(torch.cat(indices), torch.cat(values), largest=False)
+__all__ = ["rerank_and_rank", "retrieval_metrics"]
 
 
 def rerank_and_rank(queries: Tensor, gallery: Tensor, *, k_g: int, k_q: int, beta: float, iters: int,
                     semantics: str = "reference", chunk_size: int = 256) -> Iterator[Tuple[int, Tensor]]:
     """Rank the gallery for each query and re-rank it with ICFRR, chunk by chunk.
 
-    The one place that calls the package's retrieval ops. Interim path (until ``icfrr_fast.ICFRRIndex`` lands): the
-    gallery graph from Euclidean distances ``chunk_size`` gallery rows at a time (``ops.dense_topk`` with the item
-    itself excluded, ties to the smaller index, as DESIGN §2 requires), then per query chunk
-    ``icfrr_fast.icfrr(torch.cdist(q_chunk, g), graph, largest=False, return_history=True)``. Peak memory is
-    chunk x G (no G x G or Q x G matrix).
+    The one place that calls the package's retrieval ops: ``icfrr_fast.ICFRRIndex(gallery, k_g, metric="l2")``
+    builds the gallery graph with the fused k-NN (never a G x G matrix), and ``index.search(q_chunk, k=G,
+    return_history=True)`` ranks each chunk of queries by Euclidean distance (the ICFRR paper's setting: scores =
+    -distance) and runs the fused ICFRR kernel on it. Peak memory is about chunk x (T + 2) x G.
 
     Args:
         queries: (Q, D) float features.
@@ -58,13 +42,12 @@ def rerank_and_rank(queries: Tensor, gallery: Tensor, *, k_g: int, k_q: int, bet
         (first query index of the chunk, (chunk, T + 1, G) int64 history: [:, 0] the initial ranking by
         distance, [:, t] the ranking after t iterations).
     """
-    queries, gallery = queries.float(), gallery.float()
-    graph = _gallery_graph(gallery, k_g, chunk_size)
+    index = icfrr_fast.ICFRRIndex(gallery.float(), k_g=k_g, metric="l2")
+    G = gallery.shape[0]
     for start in range(0, queries.shape[0], chunk_size):
-        scores = torch.cdist(queries[start:start + chunk_size], gallery)
-        res = icfrr_fast.icfrr(scores, graph, k_g=k_g, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
-                               largest=False, return_history=True)
-        yield start, res.history
+        _, _, history = index.search(queries[start:start + chunk_size].float(), k=G, k_q=k_q, beta=beta,
+                                     iters=iters, semantics=semantics, return_history=True, batch_size=chunk_size)
+        yield start, history
 
 
 def retrieval_metrics(queries: Tensor, query_labels: Tensor, gallery: Tensor, gallery_labels: Tensor, *,

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from icfrr_fast.training.backbones import create_backbone
 from icfrr_fast.training.config import OptimConfig
 from icfrr_fast.training.model import RetrievalModel
