@@ -189,7 +189,7 @@ def seen_unseen_split(subgroup_group: np.ndarray, fraction: float, seed: int) ->
 def build(out: Path, size: int, seed: int, unseen_fraction: float, tarballs: Path | None) -> dict:
     import resvg_py
 
-    for _, (spdx, fname) in ICON_LICENSES.items():
+    for _, fname in ICON_LICENSES.values():
         if not (out / fname).is_file():
             raise FileNotFoundError(f"{out / fname} is missing: the licence texts are kept in the repository")
     with tempfile.TemporaryDirectory() as tmp:
