@@ -7,6 +7,7 @@
 
 #include "icfrr/dense_topk.h"
 #include "icfrr/icfrr_rerank.h"
+#include "icfrr/simd.h"
 
 namespace py = pybind11;
 
@@ -97,6 +98,17 @@ PYBIND11_MODULE(_C, m) {
       py::arg("x"), py::arg("x_is_double"), py::arg("x_stride"), py::arg("R"), py::arg("C"), py::arg("k"),
       py::arg("largest"), py::arg("exclude_self"), py::arg("row_offset"), py::arg("out_values"),
       py::arg("out_indices"), py::arg("num_threads"));
+
+  m.def("set_simd_enabled", &icfrr::set_simd_enabled, py::arg("enabled"),
+        "Allow (True) or forbid (False) the vectorised CPU paths; results are identical either way.");
+  m.def("simd_enabled", []() { return icfrr::simd_enabled_flag().load(); });
+  m.def("cpu_has_avx2", []() {
+#if defined(__x86_64__)
+    return static_cast<bool>(__builtin_cpu_supports("avx2"));
+#else
+    return false;
+#endif
+  });
 
 #ifdef ICFRR_WITH_CUDA
   m.attr("has_cuda") = true;

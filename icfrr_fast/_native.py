@@ -50,3 +50,14 @@ def set_num_threads(n: Optional[int]) -> None:
 def get_num_threads() -> int:
     """Threads the CPU kernels will use."""
     return _num_threads if _num_threads is not None else max(1, torch.get_num_threads())
+
+
+def set_simd_enabled(enabled: bool) -> None:
+    """Allow (True, default) or forbid (False) the vectorised CPU paths. Results are identical either way; tests
+    run both."""
+    load().set_simd_enabled(bool(enabled))
+
+
+def simd_enabled() -> bool:
+    """Whether the vectorised CPU paths may run (they also need CPU support: see ``cpu_has_avx2``)."""
+    return bool(load().simd_enabled())

@@ -64,10 +64,17 @@ def _check_int(name: str, v, lo: int, hi: int | None = None, hint: str = "") -> 
     torch._check_value(lo <= v and (hi is None or v <= hi), lambda: f"{name} must be in {rng}{hint}; got {v}")
 
 
+def _check_bool(name: str, v) -> None:
+    torch._check_type(isinstance(v, bool), lambda: f"{name} must be a bool; got {type(v).__name__}")
+
+
 def _check_finite(name: str, t: Tensor) -> None:
-    """Data check (one pass): no NaN or infinity."""
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite; it contains NaN or infinite values")
+    """Data check, one pass without a temporary of t's size: min and max are finite iff every value is (NaN
+    propagates through both)."""
+    if t.numel():
+        lo, hi = torch.aminmax(t)
+        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+            raise ValueError(f"{name} must be finite; it contains NaN or infinite values")
 
 
 def _as_kernel_float(t: Tensor) -> Tensor:
@@ -85,7 +92,10 @@ def _as_kernel_float(t: Tensor) -> Tensor:
 def _validate_dense_topk(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int,
                          check_data: bool = False) -> None:
     _check_float_matrix("x", x)
+    _check_bool("largest", largest)
+    _check_bool("exclude_self", exclude_self)
     R, C = x.shape
+    torch._check_value(C < 2**31 - 1, lambda: f"x must have fewer than 2^31 - 1 columns; got {C}")
     _check_int("row_offset", row_offset, 0)
     if exclude_self:
         torch._check_value(
@@ -137,6 +147,8 @@ def _validate_icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: fl
                            largest: bool, depth: int, k: int, return_history: bool, early_stop: bool,
                            check_data: bool = False) -> None:
     _check_float_matrix("scores", scores)
+    for name, flag in (("largest", largest), ("return_history", return_history), ("early_stop", early_stop)):
+        _check_bool(name, flag)
     torch._check_type(isinstance(neighbors, Tensor),
                       lambda: f"neighbors must be a torch.Tensor; got {type(neighbors).__name__}")
     torch._check_type(neighbors.dtype == torch.int32,

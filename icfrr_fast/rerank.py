@@ -115,6 +115,8 @@ def icfrr(
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool; got {type(largest).__name__}")
     G = scores.shape[1]
+    if G < 2:
+        raise ValueError(f"the gallery must hold at least 2 items (scores.shape[1] >= 2); got {G}")
     if isinstance(gallery, GalleryGraph):
         graph = gallery
     elif isinstance(gallery, Tensor):
@@ -126,7 +128,10 @@ def icfrr(
                              f"columns")
         if isinstance(k_g, int) and not isinstance(k_g, bool) and not 1 <= k_g <= G - 1:
             raise ValueError(f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {k_g}")
-        graph = GalleryGraph.from_distances(gallery, k_g, largest=largest)
+        try:
+            graph = GalleryGraph.from_distances(gallery, k_g, largest=largest)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"gallery: {e}") from None
     else:
         raise TypeError(f"gallery must be a GalleryGraph or a (G, G) tensor; got {type(gallery).__name__}")
     if graph.num_items != G:
@@ -141,9 +146,11 @@ def icfrr(
     k_out = L if k is None else k
     if isinstance(beta, int) and not isinstance(beta, bool):
         beta = float(beta)
+    # argument types and ranges first (the op schema would reject a float k_q with a less helpful RuntimeError);
+    # the data checks run once, inside the kernel, or here for the reference
+    ops._validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out, return_history,
+                               early_stop, check_data=backend == "reference")
     if backend == "reference":
-        ops._validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out,
-                                   return_history, early_stop, check_data=True)
         v, i, h = reference.icfrr_rerank(scores, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
                                          largest=largest, depth=L, k=k_out, return_history=return_history,
                                          early_stop=early_stop)

@@ -23,7 +23,7 @@ struct RerankArgs {
   int64_t iters = 0;              ///< T >= 0
   bool paper = false;             ///< false: semantics "reference" (slot values), true: "paper" (accumulated scores)
   int64_t depth = 0;              ///< L in [1, G]: candidates = top-L of the initial order
-  int64_t k = 0;                  ///< outputs per query, in [1, L] (or 0 when L... never: k >= 1)
+  int64_t k = 0;                  ///< outputs per query, in [1, L]
   bool early_stop = false;        ///< stop when the voter set is unchanged by an iteration
   float* out_values = nullptr;    ///< (Q, k) float32: final keys (negated back when !largest)
   int64_t* out_indices = nullptr; ///< (Q, k) int64: gallery ids, best first
