@@ -113,6 +113,14 @@ def test_features_are_unit_norm_and_cached(backbone, ds, tmp_path):
     assert backbone.cache_key(ds.gallery[:4]) != backbone.cache_key(imgs)
     grey, _ = cache.embed(backbone, ds.queries[:2])
     assert grey.shape == (2, 1280)
+    # subsets: computed alone while the whole array is not cached, sliced from it once it is
+    rows = np.array([4, 1])
+    sub, hit = cache.embed_rows(backbone, imgs, rows)
+    assert hit is True and torch.equal(sub, f1[rows])
+    other = ds.gallery[10:16]
+    sub2, hit2 = cache.embed_rows(backbone, other, rows)
+    assert hit2 is False and sub2.shape == (2, 1280)
+    torch.testing.assert_close(sub2, backbone.embed(other)[rows], atol=1e-5, rtol=0)
 
 
 def test_backbone_bad_arguments(backbone):

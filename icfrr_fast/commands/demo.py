@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="side the 64 px images are resized to for the network (default: %(default)s)")
     p.add_argument("--report-queries", type=int, default=6, help="queries shown in the report (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of the fast path (default: %(default)s)")
-    p.add_argument("--timing-queries", type=int, default=100, metavar="N",
+    p.add_argument("--timing-queries", type=int, default=50, metavar="N",
                    help="queries the re-ranking timing uses (the reference is slow; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of subsets, report queries, k-means (default: %(default)s)")

@@ -211,3 +211,24 @@ class FeatureCache:
         if path is not None:
             _io.atomic_save({"key": key, "features": feats}, path)
         return feats, False
+
+    def embed_rows(self, backbone: EfficientNetLite0, images: np.ndarray, rows: np.ndarray, *,
+                   progress: Union[bool, str] = False):
+        """Features of ``images[rows]``: sliced from the cached features of the whole array when those exist
+        (so subsets of a data set embedded once cost nothing), else computed for those rows alone (and cached).
+
+        Args:
+            images: (N, ...) uint8, the whole data set of one domain.
+            rows: (n,) int indices into images.
+
+        Returns:
+            (features (n, dim) float32, hit: bool).
+        """
+        rows = np.asarray(rows)
+        whole = self.path(backbone.cache_key(images))
+        if len(rows) == len(images) and np.array_equal(rows, np.arange(len(images))):
+            return self.embed(backbone, images, progress=progress)
+        if whole is not None and whole.is_file():
+            feats, hit = self.embed(backbone, images, progress=progress)
+            return feats[torch.from_numpy(rows)], hit
+        return self.embed(backbone, images[rows], progress=progress)
