@@ -215,6 +215,7 @@ def test_demo_writes_report_whose_numbers_match_the_table(demo_run):
             assert im.size[0] > 11 * 128  # query + 10 results at 128 px
         for key in ("none", "icfrr_reference"):
             assert len(fig["rows"][key]["gallery"]) == 10 and len(fig["rows"][key]["correct"]) == 10
+            assert 0.0 <= fig["average_precision"][key] <= 1.0
     html = (out / "index.html").read_text()
     assert "metrics.png" in html and all(f["file"] in html for f in data["figures"])
 

@@ -118,6 +118,7 @@ class DemoResult:
         query_ids, gallery_ids: the dataset items used, in order.
         query_labels, gallery_labels: (Q,), (G,) int64 labels at ``config.level``.
         rankings: method key -> (Q, 10) int64 top-10 gallery positions (final iteration for ICFRR).
+        average_precision: method key -> (Q,) float64 AP of each query's full final ranking.
         report_queries: positions (into query_ids) of the queries the report shows.
     """
 
@@ -130,6 +131,7 @@ class DemoResult:
     query_labels: Tensor
     gallery_labels: Tensor
     rankings: Dict[str, Tensor]
+    average_precision: Dict[str, Tensor]
     report_queries: List[int]
     dataset: EmojiDataset = field(repr=False)
     class_names: tuple = ()
@@ -319,12 +321,22 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
         "speedup_total": (t_graph_ref + t_ref) / max(t_graph + t_fast, 1e-9),
         "threads": torch.get_num_threads(),
     }
+    # per-query AP over the whole ranking (mAP@all's terms), for the report's figures and the share of queries helped
+    n_pos = (g_lab[None, :] == q_lab[:, None]).sum(1)
+    ap = {key: metrics.average_precision(metrics.relevance(idx, q_lab, g_lab), n_pos)
+          for key, idx in (("none", base), ("icfrr_reference", res_ref.indices), ("icfrr_paper", res_paper.indices),
+                           ("cluster_retri", cr_idx))}
+    valid = n_pos > 0
+    for key in ("icfrr_reference", "icfrr_paper", "cluster_retri"):
+        d = (ap[key] - ap["none"])[valid]
+        notes.append(f"{METHODS[key]}: AP up for {100 * float((d > 0).double().mean()):.1f} % of queries, down for "
+                     f"{100 * float((d < 0).double().mean()):.1f} %")
     top = 10
     rankings = {"none": base[:, :top], "icfrr_reference": res_ref.indices[:, :top],
                 "icfrr_paper": res_paper.indices[:, :top], "cluster_retri": cr_idx[:, :top]}
     return DemoResult(
         config=config, metrics=results, timings=timings, notes=notes, query_ids=query_ids, gallery_ids=gallery_ids,
-        query_labels=q_lab, gallery_labels=g_lab, rankings=rankings,
+        query_labels=q_lab, gallery_labels=g_lab, rankings=rankings, average_precision=ap,
         report_queries=_pick_report_queries(q_lab, config.report_queries, config.seed), dataset=ds,
         class_names=ds.class_names(config.level),
         backbone={"name": bb.name, "weights": str(Path(bb.weights_path).name), "weights_sha256": bb.weights_sha256,

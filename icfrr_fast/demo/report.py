@@ -138,10 +138,12 @@ def _query_figure(result: DemoResult, pos: int, rows: Sequence[str], path: Path)
     qid = int(result.query_ids[pos])
     q_lab = int(result.query_labels[pos])
     cls = result.class_names
-    draw.text((PAD, 8), f"query {qid}: {ds.names[qid]}  [{cls[q_lab]}]   green = same class, red = other class",
-              fill=(0, 0, 0), font=font)
+    ap = result.average_precision
+    draw.text((PAD, 8), f"query {qid}: {ds.names[qid]}  [{cls[q_lab]}]   AP {float(ap[rows[0]][pos]):.3f} -> "
+              f"{float(ap[rows[-1]][pos]):.3f}   green = same class, red = other class", fill=(0, 0, 0), font=font)
     q_img = Image.fromarray(_as_rgb(ds.queries[qid])).resize((CELL, CELL), Image.NEAREST)
-    info = {"query": qid, "name": str(ds.names[qid]), "class": cls[q_lab], "rows": {}}
+    info = {"query": qid, "name": str(ds.names[qid]), "class": cls[q_lab], "rows": {},
+            "average_precision": {key: float(ap[key][pos]) for key in rows}}
     for r, key in enumerate(rows):
         y = 34 + r * row_h
         draw.text((PAD, y + CELL // 2), METHODS[key] if key != "none" else "before (no re-ranking)", fill=(0, 0, 0),
