@@ -200,6 +200,12 @@ def test_demo_writes_report_whose_numbers_match_the_table(demo_run):
             assert len(ys) == 4
             expected = [r[j] for r in printed] if len(printed) > 1 else [printed[0][j]] * 4
             assert ys == pytest.approx(expected, abs=5e-5)
+    # per-class mAP@all: its query-weighted mean is the table's mAP@all
+    per_class = data["per_class_map_all"]
+    for key in data["methods"]:
+        n = sum(v["queries"] for v in per_class.values())
+        weighted = sum(v["queries"] * v[key] for v in per_class.values()) / n
+        assert weighted == pytest.approx(data["metrics"][key][-1]["mAP@all"], abs=1e-9)
     # iteration 0 of ICFRR is the initial ranking
     assert rows["ICFRR (reference)"][0] == rows["no re-ranking"][0]
 

@@ -119,6 +119,7 @@ class DemoResult:
         query_labels, gallery_labels: (Q,), (G,) int64 labels at ``config.level``.
         rankings: method key -> (Q, 10) int64 top-10 gallery positions (final iteration for ICFRR).
         average_precision: method key -> (Q,) float64 AP of each query's full final ranking.
+        per_class: class name -> {"queries", "gallery" (item counts), method key -> mAP@all of its queries}.
         report_queries: positions (into query_ids) of the queries the report shows.
     """
 
@@ -132,6 +133,7 @@ class DemoResult:
     gallery_labels: Tensor
     rankings: Dict[str, Tensor]
     average_precision: Dict[str, Tensor]
+    per_class: Dict[str, Dict[str, float]]
     report_queries: List[int]
     dataset: EmojiDataset = field(repr=False)
     class_names: tuple = ()
@@ -142,6 +144,7 @@ class DemoResult:
             "config": asdict(self.config),
             "methods": dict(METHODS),
             "metrics": self.metrics,
+            "per_class_map_all": self.per_class,
             "timings": self.timings,
             "notes": self.notes,
             "queries": len(self.query_ids),
@@ -331,12 +334,19 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
         d = (ap[key] - ap["none"])[valid]
         notes.append(f"{METHODS[key]}: AP up for {100 * float((d > 0).double().mean()):.1f} % of queries, down for "
                      f"{100 * float((d < 0).double().mean()):.1f} %")
+    per_class = {}
+    for c in torch.unique(q_lab).tolist():
+        m = (q_lab == c) & valid
+        if bool(m.any()):
+            per_class[ds.class_names(config.level)[c]] = {
+                "queries": int(m.sum()), "gallery": int((g_lab == c).sum()),
+                **{key: float(v[m].mean()) for key, v in ap.items()}}
     top = 10
     rankings = {"none": base[:, :top], "icfrr_reference": res_ref.indices[:, :top],
                 "icfrr_paper": res_paper.indices[:, :top], "cluster_retri": cr_idx[:, :top]}
     return DemoResult(
         config=config, metrics=results, timings=timings, notes=notes, query_ids=query_ids, gallery_ids=gallery_ids,
-        query_labels=q_lab, gallery_labels=g_lab, rankings=rankings, average_precision=ap,
+        query_labels=q_lab, gallery_labels=g_lab, rankings=rankings, average_precision=ap, per_class=per_class,
         report_queries=_pick_report_queries(q_lab, config.report_queries, config.seed), dataset=ds,
         class_names=ds.class_names(config.level),
         backbone={"name": bb.name, "weights": str(Path(bb.weights_path).name), "weights_sha256": bb.weights_sha256,

@@ -62,7 +62,7 @@ def format_timings(result: DemoResult) -> str:
     n = t["rerank_queries"]
     return "\n".join([
         f"icfrr_fast vs icfrr_fast.reference on this data ({t['threads']} threads; icfrr_fast: median of "
-        f"{result.config.timing_repeats} runs):",
+        f"{result.config.timing_repeats} run{'s' if result.config.timing_repeats != 1 else ''}):",
         f"  gallery graph (G={len(result.gallery_ids)}, k_g={result.config.k_g})  icfrr_fast "
         f"{t['graph_icfrr_fast_s'] * 1e3:9.1f} ms   reference {t['graph_reference_s'] * 1e3:9.1f} ms   "
         f"x{t['speedup_graph']:.1f}",
@@ -181,6 +181,10 @@ def _html(result: DemoResult, table: str, timings: str, figures: List[Dict[str, 
     figs = "".join(f'<h3>{e(str(f["name"]))} <small>[{e(str(f["class"]))}]</small></h3>'
                    f'<img src="{e(str(f["file"]))}" alt="query {f["query"]}">' for f in figures)
     notes = "".join(f"<li>{e(n)}</li>" for n in result.notes)
+    keys = list(METHODS)
+    per_class = "".join(
+        f"<tr><td>{e(name)}</td><td>{v['queries']}</td><td>{v['gallery']}</td>"
+        + "".join(f"<td>{v[k]:.4f}</td>" for k in keys) + "</tr>" for name, v in result.per_class.items())
     meta = result.dataset.metadata
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>icfrr_fast demo: emoji line art -> colour</title>
@@ -195,6 +199,9 @@ correct when it shares the query's Unicode emoji {e(result.config.level)}. Data 
 <h2>Metrics per iteration</h2>
 <table><tr><th>method</th><th>iter</th>{''.join(f'<th>{n}</th>' for n in METRIC_NAMES)}</tr>{rows}</table>
 <p><img src="metrics.png" alt="metrics over iterations"></p>
+<h2>mAP@all per class (final iteration)</h2>
+<table><tr><th>class</th><th>queries</th><th>gallery</th>{''.join(f'<th>{e(METHODS[k])}</th>' for k in keys)}</tr>
+{per_class}</table>
 <h2>Speed</h2><pre>{e(timings)}</pre>
 <h2>Notes</h2><ul>{notes}</ul>
 <h2>Queries (one random query per class, not chosen by result)</h2>{figs}
