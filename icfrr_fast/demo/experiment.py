@@ -6,6 +6,9 @@ the numbers in the table, the JSON and the plot are the same objects.
 Retrieval setting (the published one, DESIGN §2): features are L2-normalised, query-gallery scores are Euclidean
 distances (ranked smallest first), and the gallery graph holds each item's K_g nearest other items by Euclidean
 distance. Labels are the Unicode emoji group (``level="group"``, the category-level task) unless told otherwise.
+The ICFRR runs go through :class:`icfrr_fast.ICFRRIndex` (fused k-NN graph, fused scores and re-ranking), the way a
+user would call the package; the timing compares the fused re-ranking with ``icfrr_fast.reference`` on identical
+inputs.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from torch import Tensor
 
 from .. import metrics, reference
 from ..cluster_retrieve import cluster_retrieve
-from ..graph import GalleryGraph
+from ..index import ICFRRIndex
 from ..rerank import icfrr
 from .backbone import EfficientNetLite0, FeatureCache
 from .emoji import LEVELS, EmojiDataset, load_emoji
 
-__all__ = ["DemoConfig", "DemoResult", "run_experiment", "build_gallery_graph", "METHODS"]
+__all__ = ["DemoConfig", "DemoResult", "run_experiment", "build_index", "METHODS"]
 
 #: method key -> label used in the table, the plot and the report
 METHODS = {
@@ -156,21 +159,15 @@ class DemoResult:
         }
 
 
-def build_gallery_graph(gallery: Tensor, k_g: int) -> GalleryGraph:
-    """The ICFRR gallery graph: each item's k_g nearest other items by Euclidean distance (self excluded by index).
+def build_index(gallery: Tensor, k_g: int) -> ICFRRIndex:
+    """The faiss-style ICFRR index of the gallery: its graph holds each item's k_g nearest other items by Euclidean
+    distance (self excluded by index), built with the fused k-NN kernel, never a G x G matrix.
 
     Args:
         gallery: (G, D) float32 L2-normalised features.
         k_g: neighbours per item, in [1, G - 1].
     """
-    # Dense path until the fused feature k-NN (GalleryGraph.from_features) lands: G is ~1.6k here, so the G x G
-    # matrix is 10 MB; the native dense top-k then selects each row's neighbours.
-    return GalleryGraph.from_distances(torch.cdist(gallery, gallery), k_g, largest=False)
-
-
-def _ranking(distances: Tensor) -> Tensor:
-    """(Q, G) int64: gallery ids by distance ascending, ties to the smaller id (the ICFRR initial order)."""
-    return torch.sort(distances, dim=1, stable=True).indices
+    return ICFRRIndex(gallery, k_g=k_g, metric="l2")
 
 
 def _timed(fn: Callable[[], object], repeats: int, warmup: int = 0):
@@ -262,19 +259,21 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
 
     # -- rank and re-rank -----------------------------------------------------------------------------------------
     log("ranking and re-ranking ...")
-    qg = torch.cdist(q_feat, g_feat)  # (Q, G) Euclidean distances of unit vectors
-    t_graph, graph = _timed(lambda: build_gallery_graph(g_feat, k_g), config.timing_repeats, warmup=1)
-    base = _ranking(qg)
-    kw = dict(k_g=k_g, k_q=k_q, beta=config.beta, iters=config.iters, largest=False)
-    res_ref = icfrr(qg, graph, semantics="reference", return_history=True, **kw)
-    res_paper = icfrr(qg, graph, semantics="paper", return_history=True, **kw)
+    t_graph, index = _timed(lambda: build_index(g_feat, k_g), config.timing_repeats, warmup=1)
+    graph = index.graph
+    # every query against the whole gallery (k = G: mAP@all needs full rankings); H[:, 0] is the initial ranking
+    search = dict(k=G, k_q=k_q, beta=config.beta, iters=config.iters, return_history=True)
+    _, idx_ref, hist_ref = index.search(q_feat, semantics="reference", **search)
+    _, idx_paper, hist_paper = index.search(q_feat, semantics="paper", **search)
+    base = hist_ref[:, 0]
 
-    # timing: the same call through icfrr_fast (fused kernel) and icfrr_fast.reference (the plain algorithm: dense
-    # G x G rank matrix, per-query loop, full sorts), on the same graph so that both must agree exactly. The reference
-    # takes ~0.1-0.4 s per query here, so it runs on a seeded subset of the queries.
+    # timing: the same re-ranking through icfrr_fast (fused kernel) and icfrr_fast.reference (the plain algorithm:
+    # dense G x G rank matrix, per-query loop, full sorts), from the same scores and graph so that both must agree
+    # exactly. The reference takes ~0.1-0.4 s per query here, so it runs on a seeded subset of the queries.
     n_t = min(config.timing_queries, len(query_ids))
     t_sel = torch.from_numpy(np.sort(np.random.default_rng(config.seed + 2).permutation(len(query_ids))[:n_t]))
-    sc = qg[t_sel].contiguous()
+    sc = torch.cdist(q_feat[t_sel], g_feat)  # (n_t, G) Euclidean distances
+    kw = dict(k_g=k_g, k_q=k_q, beta=config.beta, iters=config.iters, largest=False)
     t_fast, fast_t = _timed(lambda: icfrr(sc, graph, semantics="reference", **kw), config.timing_repeats, warmup=1)
     t0 = time.perf_counter()
     _, ref_idx, _ = reference.icfrr_rerank(sc, graph.neighbors_for(k_g), k_q=k_q, beta=config.beta,
@@ -307,8 +306,8 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
 
     results = {
         "none": [clean(metrics.evaluate(base, q_lab, g_lab, **ev))],
-        "icfrr_reference": [clean(m) for m in metrics.evaluate_history(res_ref.history, q_lab, g_lab, **ev)],
-        "icfrr_paper": [clean(m) for m in metrics.evaluate_history(res_paper.history, q_lab, g_lab, **ev)],
+        "icfrr_reference": [clean(m) for m in metrics.evaluate_history(hist_ref, q_lab, g_lab, **ev)],
+        "icfrr_paper": [clean(m) for m in metrics.evaluate_history(hist_paper, q_lab, g_lab, **ev)],
         "cluster_retri": [clean(metrics.evaluate(cr_idx, q_lab, g_lab, **ev))],
     }
     timings = {
@@ -327,7 +326,7 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
     # per-query AP over the whole ranking (mAP@all's terms), for the report's figures and the share of queries helped
     n_pos = (g_lab[None, :] == q_lab[:, None]).sum(1)
     ap = {key: metrics.average_precision(metrics.relevance(idx, q_lab, g_lab), n_pos)
-          for key, idx in (("none", base), ("icfrr_reference", res_ref.indices), ("icfrr_paper", res_paper.indices),
+          for key, idx in (("none", base), ("icfrr_reference", idx_ref), ("icfrr_paper", idx_paper),
                            ("cluster_retri", cr_idx))}
     valid = n_pos > 0
     for key in ("icfrr_reference", "icfrr_paper", "cluster_retri"):
@@ -342,8 +341,8 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
                 "queries": int(m.sum()), "gallery": int((g_lab == c).sum()),
                 **{key: float(v[m].mean()) for key, v in ap.items()}}
     top = 10
-    rankings = {"none": base[:, :top], "icfrr_reference": res_ref.indices[:, :top],
-                "icfrr_paper": res_paper.indices[:, :top], "cluster_retri": cr_idx[:, :top]}
+    rankings = {"none": base[:, :top], "icfrr_reference": idx_ref[:, :top], "icfrr_paper": idx_paper[:, :top],
+                "cluster_retri": cr_idx[:, :top]}
     return DemoResult(
         config=config, metrics=results, timings=timings, notes=notes, query_ids=query_ids, gallery_ids=gallery_ids,
         query_labels=q_lab, gallery_labels=g_lab, rankings=rankings, average_precision=ap, per_class=per_class,
