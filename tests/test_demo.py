@@ -89,7 +89,8 @@ def backbone():
 
 def test_pretrained_weights_recognise_a_real_photo(backbone):
     """The shipped ImageNet weights are real: a cat photo is classified as a cat (ImageNet classes 281-285)."""
-    skimage_data = pytest.importorskip("skimage.data")
+    from skimage import data as skimage_data  # ships a few real photos offline
+
     img = skimage_data.chelsea()[None]  # (1, H, W, 3) uint8
     with torch.inference_mode():
         x = backbone.preprocess(img)
