@@ -74,7 +74,8 @@ class EfficientNetLite0:
     Raises:
         ImportError: the demo extra is not installed (the message names the install command).
         FileNotFoundError: ``weights`` does not exist.
-        ValueError: ``input_size`` or ``batch_size`` < 1... or a weights file that does not fit the architecture.
+        TypeError: ``input_size`` or ``batch_size`` not an int.
+        ValueError: ``input_size`` < 32, ``batch_size`` < 1, or a weights file that does not fit the architecture.
     """
 
     name = "efficientnet-lite0"

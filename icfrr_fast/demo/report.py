@@ -224,7 +224,7 @@ def write_report(result: DemoResult, out: Path) -> Dict[str, Path]:
                for i, pos in enumerate(result.report_queries)]
     table, timings = format_table(result), format_timings(result)
     data = result.to_json()
-    data["table"] = [{k: v for k, v in r.items()} for r in table_rows(result)]
+    data["table"] = table_rows(result)
     data["table_text"] = table
     data["plot"] = {"file": "metrics.png", "series": drawn}
     data["figures"] = figures
