@@ -255,24 +255,23 @@ def run_checks(device: torch.device, smoke: bool) -> List[str]:
     """Every GPU kernel against the CPU op (C++), identical results; returns the names of the checks passed."""
     from icfrr_fast import ops, reference
     from icfrr_fast.triton.icfrr_rerank import icfrr_iterate_triton
-    from icfrr_fast.triton.knn_topk import knn_topk_triton
 
     gen = torch.Generator().manual_seed(0)
     passed = []
     Q, G, D, K = (10, 60, 12, 5) if smoke else (300, 5000, 64, 64)
-    x = torch.randint(-4, 5, (Q, D), generator=gen).float()  # integer features: exact sums, exact rankings
+    x = torch.randint(-4, 5, (Q, D), generator=gen).float()  # integer features: exact sums, identical scores
     y = torch.randint(-4, 5, (G, D), generator=gen).float()
-    for metric in ("ip", "l2"):
-        for dtype in (torch.float32, torch.bfloat16):
-            v, i = knn_topk_triton(x.to(device, dtype), y.to(device, dtype), K, metric)
-            if hasattr(ops, "knn_topk"):
-                rv, ri = ops.knn_topk(x, y, K, metric, False, metric != "l2")
-            else:
-                rv, ri = reference.knn_topk(x, y, K, metric=metric)
-            _same(f"knn_topk {metric} {dtype} ids", i, ri)
-            passed.append(f"knn_topk/{metric}/{str(dtype)[6:]}")
-    v, i = knn_topk_triton(y.to(device), y.to(device), K, "l2", exclude_self=True)
-    _same("knn_topk exclude_self ids", i, reference.knn_topk(y, y, K, metric="l2", exclude_self=True)[1])
+    for metric in ("ip", "l2", "l2sq"):
+        for precision in ("fp32", "bf16"):
+            args = (K, metric, metric == "ip", False, 0, precision)
+            v, i = ops._knn_topk_cuda(x.to(device), y.to(device), *args)  # the registered CUDA kernel
+            rv, ri = ops.knn_topk(x, y, *args)  # the CPU op
+            _same(f"knn_topk {metric} {precision} ids", i, ri)
+            _same(f"knn_topk {metric} {precision} values", v, rv)
+            passed.append(f"knn_topk/{metric}/{precision}")
+    args = (K, "l2", False, True, 0, "bf16")
+    v, i = ops._knn_topk_cuda(y.to(device), y.to(device), *args)
+    _same("knn_topk exclude_self ids", i, ops.knn_topk(y, y, *args)[1])
     passed.append("knn_topk/exclude_self")
 
     R, C, k = (6, 70, 9) if smoke else (256, 20000, 300)

@@ -7,6 +7,7 @@
 
 #include "icfrr/dense_topk.h"
 #include "icfrr/icfrr_rerank.h"
+#include "icfrr/knn_topk.h"
 #include "icfrr/simd.h"
 #ifdef ICFRR_WITH_CUDA
 #include <stdexcept>
@@ -103,6 +104,37 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("x"), py::arg("x_is_double"), py::arg("x_stride"), py::arg("R"), py::arg("C"), py::arg("k"),
       py::arg("largest"), py::arg("exclude_self"), py::arg("row_offset"), py::arg("out_values"),
+      py::arg("out_indices"), py::arg("num_threads"));
+
+  m.def(
+      "knn_topk",
+      [](uintptr_t x, int64_t x_stride, uintptr_t y, int64_t y_stride, bool is_double, int64_t Q, int64_t G,
+         int64_t D, int64_t k, int metric, bool largest, bool exclude_self, int64_t row_offset, int precision,
+         bool dense, uintptr_t out_values, uintptr_t out_indices, int num_threads) {
+        icfrr::KnnTopKArgs a;
+        a.x = as_ptr<const void>(x);
+        a.x_stride = x_stride;
+        a.y = as_ptr<const void>(y);
+        a.y_stride = y_stride;
+        a.is_double = is_double;
+        a.Q = Q;
+        a.G = G;
+        a.D = D;
+        a.k = k;
+        a.metric = static_cast<icfrr::KnnMetric>(metric);
+        a.largest = largest;
+        a.exclude_self = exclude_self;
+        a.row_offset = row_offset;
+        a.precision = static_cast<icfrr::KnnPrecision>(precision);
+        a.dense = dense;
+        a.out_values = as_ptr<void>(out_values);
+        a.out_indices = as_ptr<int64_t>(out_indices);
+        a.num_threads = num_threads;
+        run_interruptible([&](icfrr::InterruptPoll poll) { return icfrr::knn_topk_cpu(a, poll); });
+      },
+      py::arg("x"), py::arg("x_stride"), py::arg("y"), py::arg("y_stride"), py::arg("is_double"), py::arg("Q"),
+      py::arg("G"), py::arg("D"), py::arg("k"), py::arg("metric"), py::arg("largest"), py::arg("exclude_self"),
+      py::arg("row_offset"), py::arg("precision"), py::arg("dense"), py::arg("out_values"),
       py::arg("out_indices"), py::arg("num_threads"));
 
   m.def("set_simd_enabled", &icfrr::set_simd_enabled, py::arg("enabled"),

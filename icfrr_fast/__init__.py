@@ -8,7 +8,10 @@ triton, timm or faiss, does not initialise CUDA, and succeeds even when the comp
 
 from . import metrics, ops, reference
 from ._native import get_num_threads, set_num_threads
+from .cluster_retrieve import cluster_retrieve
 from .graph import GalleryGraph
+from .index import ICFRRIndex
+from .knn import KNNResult, knn
 from .rerank import ICFRRResult, icfrr
 
 __version__ = "0.1.0"
@@ -17,6 +20,10 @@ __all__ = [
     "icfrr",
     "ICFRRResult",
     "GalleryGraph",
+    "ICFRRIndex",
+    "knn",
+    "KNNResult",
+    "cluster_retrieve",
     "metrics",
     "ops",
     "reference",

@@ -13,6 +13,9 @@ from typing import List, Optional
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "rerank": ("icfrr_fast.commands.rerank", "re-rank cached distance matrices (qg_dists.pth, gg_dists.pth) with ICFRR"),
+    "demo": ("icfrr_fast.commands.demo", "ICFRR on real images: line-art emoji -> colour emoji, with a visual report"),
+    "train": ("icfrr_fast.commands.train", "train a retrieval backbone (timm ViT/CNN, ViT-x) from a YAML/TOML config"),
+    "features": ("icfrr_fast.commands.features", "extract and cache query/gallery features of a dataset"),
 }
 
 

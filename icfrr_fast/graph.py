@@ -2,7 +2,8 @@
 first (self excluded by index, ties to the smaller index). ICFRR reads only the neighbour ids and their ranks.
 
 Build it from a dense (G, G) matrix (``from_distances``), from raw neighbour lists (``from_neighbors``), or, without
-ever forming a G x G matrix, from features (``from_features``, fused k-NN) or any faiss index (``from_faiss``).
+ever forming a G x G matrix, from features (``from_features``, fused k-NN) or any faiss index (``from_faiss``;
+faiss is optional and never imported here: the index object is used as given).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from . import _io, ops
+from .knn import _as_tensor, _default_batch_rows, _knn_into, default_largest
 
 __all__ = ["GalleryGraph"]
 
@@ -74,6 +76,124 @@ class GalleryGraph:
             raise ValueError(f"the gallery must hold at least 2 items; got G = {gg.shape[0]}")
         values, indices = ops.dense_topk(gg, k, largest, True, 0)
         return cls._trusted(indices, values, largest)
+
+    @classmethod
+    def from_features(
+        cls,
+        g: Tensor,
+        k: int,
+        *,
+        metric: str = "l2",
+        precision: str = "fp32",
+        keep_values: bool = True,
+        batch_size: Optional[int] = None,
+        progress: bool = False,
+    ) -> "GalleryGraph":
+        """Exact k-NN graph of the gallery, straight from features with the fused k-NN (never a G x G matrix).
+
+        Item i itself is excluded by index (DESIGN §2), ties go to the smaller index. Memory: the graph (G k int32,
+        plus G k float32 values when kept), a packed copy of g, and one batch of (batch_size, k) results.
+
+        Args:
+            g: (G, D) float16/bfloat16/float32/float64 gallery features, G >= 2.
+            k: neighbours per item, in [1, G - 1].
+            metric: "l2" (Euclidean distance, the released code's), "l2sq", "ip" or "cosine" (see ``icfrr_fast.knn``).
+            precision: "fp32" or "bf16" (see docs/knn.md for its recall).
+            keep_values: store each neighbour's distance/similarity in ``values`` (G k float32 more memory).
+            batch_size: rows per fused call (default: bounded output memory).
+            progress: show a tqdm progress bar (the CLI does; the library is silent by default).
+
+        Returns:
+            GalleryGraph with ``largest`` False for "l2"/"l2sq" (values are distances) and True otherwise.
+
+        Raises:
+            TypeError / ValueError: as ``icfrr_fast.knn``, and G < 2.
+
+        Example:
+            >>> import torch, icfrr_fast
+            >>> graph = icfrr_fast.GalleryGraph.from_features(torch.randn(100, 16), k=8)
+            >>> graph.neighbors.shape, graph.neighbors.dtype
+            (torch.Size([100, 8]), torch.int32)
+        """
+        g = _as_tensor(g, "g")
+        if isinstance(g, Tensor) and g.dim() == 2 and g.shape[0] < 2:
+            raise ValueError(f"the gallery must hold at least 2 items; got G = {g.shape[0]}")
+        if not isinstance(metric, str) or metric not in ops.KNN_METRICS:
+            raise ValueError(f"metric must be one of {ops.KNN_METRICS}; got {metric!r}")
+        largest = default_largest(metric)
+        ops._validate_knn_topk(g, g, k, metric, largest, True, 0, precision, check_data=True)
+        G = g.shape[0]
+        bs = _default_batch_rows(G, k, g.shape[1]) if batch_size is None else int(batch_size)
+        if bs < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        neighbors = torch.empty((G, k), dtype=torch.int32, device=g.device)
+        values = torch.empty((G, k), dtype=torch.float32, device=g.device) if keep_values else None
+        _knn_into(g, g, k, metric, largest, True, 0, precision, values, neighbors, bs, progress, "gallery graph")
+        return cls._trusted(neighbors, values, largest)
+
+    @classmethod
+    def from_faiss(cls, index, k: int, *, x=None, fill_exact: bool = True) -> "GalleryGraph":
+        """Gallery graph from any faiss index over the gallery (approximate indexes give approximate graphs).
+
+        Searches the index with its own vectors for k + 1 neighbours, removes item i from row i by index (or the
+        last result when the index did not return i), and maps faiss' squared L2 distances to distances.
+        Approximate indexes may return fewer than k + 1 results (id -1): with ``fill_exact`` those rows are
+        completed with the nearest remaining items by exact search over ``x`` (a row stays in faiss' order first).
+
+        Args:
+            index: a faiss index holding the G gallery vectors (METRIC_L2 or METRIC_INNER_PRODUCT). faiss itself is
+                not imported here; any object with ``ntotal``, ``metric_type``, ``search`` (and ``reconstruct_n``
+                when ``x`` is None) works.
+            k: neighbours per item, in [1, G - 1].
+            x: (G, D) float32 array/tensor of the indexed vectors (default: ``index.reconstruct_n(0, G)``; IVF
+                indexes need ``index.make_direct_map()`` first).
+            fill_exact: complete short rows by exact search (else raise ValueError).
+
+        Returns:
+            GalleryGraph: ``largest`` True for inner product (values are similarities), False for L2 (distances).
+        """
+        G = int(index.ntotal)
+        if G < 2:
+            raise ValueError(f"the index must hold at least 2 vectors; got ntotal = {G}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= G - 1:
+            raise ValueError(f"k must be an int in [1, G - 1] = [1, {G - 1}]; got {k!r}")
+        metric_type = int(index.metric_type)
+        if metric_type not in (0, 1):  # faiss.METRIC_INNER_PRODUCT = 0, faiss.METRIC_L2 = 1
+            raise ValueError(f"from_faiss supports METRIC_L2 and METRIC_INNER_PRODUCT indexes; got metric_type "
+                             f"{metric_type}")
+        largest = metric_type == 0
+        if x is None:
+            x = index.reconstruct_n(0, G)
+        xt = _as_tensor(x, "x").to(torch.float32).contiguous()
+        if xt.dim() != 2 or xt.shape[0] != G:
+            raise ValueError(f"x must be the (G, D) = ({G}, D) indexed vectors; got shape {tuple(xt.shape)}")
+        dist, ids = index.search(xt.numpy(), k + 1)
+        ids = torch.as_tensor(ids).to(torch.int64)
+        dist = torch.as_tensor(dist).to(torch.float32)
+        rows = torch.arange(G)
+        is_self = ids == rows[:, None]
+        # drop item i where faiss returned it, else the last column (DESIGN §2: self excluded by index)
+        drop = torch.where(is_self.any(dim=1), is_self.to(torch.int8).argmax(dim=1), torch.full_like(rows, k))
+        keep = torch.ones_like(ids, dtype=torch.bool)
+        keep[rows, drop] = False
+        ids, dist = ids[keep].view(G, k), dist[keep].view(G, k)
+        if not largest:
+            dist = dist.clamp_min(0).sqrt()  # faiss reports squared L2 distances
+        short = (ids < 0).any(dim=1).nonzero().flatten()
+        if len(short):
+            if not fill_exact:
+                raise ValueError(f"the index returned fewer than k + 1 = {k + 1} results for {len(short)} items "
+                                 f"(id -1); pass fill_exact=True or search it with more probes")
+            metric = "ip" if largest else "l2"
+            ev, ei = ops.knn_topk(xt[short], xt, k + 1, metric, largest, False, 0, "fp32")  # k others + self
+            for n, i in enumerate(short.tolist()):
+                valid = ids[i] >= 0
+                have_ids, have_d = ids[i][valid], dist[i][valid]
+                seen = set(have_ids.tolist()) | {i}
+                fill = [(float(v), int(j)) for v, j in zip(ev[n], ei[n]) if int(j) not in seen][: k - len(have_ids)]
+                ids[i] = torch.cat([have_ids, torch.tensor([j for _, j in fill], dtype=torch.int64)])
+                dist[i] = torch.cat([have_d, torch.tensor([v for v, _ in fill], dtype=torch.float32)])
+        return cls(ids, dist, largest=largest)
 
     @classmethod
     def _trusted(cls, neighbors: Tensor, values: Optional[Tensor], largest: bool) -> "GalleryGraph":

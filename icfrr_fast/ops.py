@@ -5,7 +5,7 @@ Every op reads the same way (STYLE Part 2 §9):
     custom_op("icfrr_fast::<op>")  body = ``icfrr_fast.reference`` (the path for any device without a kernel)
     register_fake                  output shapes, for torch.compile / meta tensors
     register_kernel("cpu")         the C++ kernel in ``icfrr_fast._C``
-    register_kernel("cuda")        the Triton kernel (section "CUDA kernels" at the end; triton is imported lazily there)
+    register_kernel("cuda")        the Triton kernel (section "CUDA kernels" at the end; imports triton lazily)
 
 Nothing below this module (C++, Triton) re-checks its arguments. Data checks (finite values, ids in range) cost one
 pass over the input; they run in the kernels on real tensors, never in the fakes.
@@ -14,6 +14,8 @@ Ops:
     icfrr_fast::dense_topk(x, k, largest, exclude_self, row_offset) -> (values, indices)
     icfrr_fast::icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                              early_stop) -> (values, indices, history)
+    icfrr_fast::knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision) -> (values, indices)
+    icfrr_fast::knn_scores(x, y, metric, precision) -> scores   (knn_topk's dense mode, same arithmetic)
 """
 
 from __future__ import annotations
@@ -28,12 +30,18 @@ from torch import Tensor
 
 from . import _native, reference
 
-__all__ = ["dense_topk", "icfrr_rerank", "KERNEL_DEVICES", "SEMANTICS"]
+__all__ = ["dense_topk", "icfrr_rerank", "knn_topk", "knn_scores", "KERNEL_DEVICES", "SEMANTICS", "KNN_METRICS",
+           "KNN_PRECISIONS"]
 
 SEMANTICS = ("reference", "paper")
+#: metrics of knn_topk / knn_scores: inner product, cosine, Euclidean distance, squared Euclidean distance
+KNN_METRICS = ("ip", "cosine", "l2", "l2sq")
+#: arithmetic of knn_topk: float32 (float64 for float64 inputs), or inputs rounded to bfloat16 + float32 sums
+KNN_PRECISIONS = ("fp32", "bf16")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: devices with a native kernel per op; every other device runs the reference. Tests parametrise over this.
-KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"]}
+KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "knn_topk": ["cpu", "cuda"],
+                  "knn_scores": ["cpu"]}
 
 # Tests set this to fill kernel outputs with poison before the kernel runs, so an unwritten element fails them.
 _poison_outputs = False
@@ -238,13 +246,134 @@ def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# knn_topk (and knn_scores, its dense mode: the same kernel writing every score instead of selecting)
+# ------------------------------------------------------------------------------------------------------------------
+def _knn_out_dtype(x: Tensor, precision: str) -> torch.dtype:
+    """Values are float32, or float64 when the inputs are float64 and precision is "fp32"."""
+    return torch.float64 if x.dtype == torch.float64 and precision == "fp32" else torch.float32
+
+
+def _validate_knn_inputs(x: Tensor, y: Tensor, metric: str, precision: str, check_data: bool) -> None:
+    _check_float_matrix("x", x)
+    _check_float_matrix("y", y)
+    torch._check_type(x.dtype == y.dtype, lambda: f"x and y must have the same dtype; got {x.dtype} and {y.dtype}")
+    torch._check_value(x.device == y.device, lambda: f"x and y must be on one device; got {x.device} and {y.device}")
+    torch._check_value(x.shape[1] == y.shape[1],
+                       lambda: f"x and y must have the same feature dimension D; got {x.shape[1]} and {y.shape[1]}")
+    torch._check_value(x.shape[1] >= 1, lambda: f"the feature dimension D must be >= 1; got {x.shape[1]}")
+    torch._check_value(y.shape[0] >= 1, lambda: f"the gallery y must hold at least 1 item; got {y.shape[0]}")
+    torch._check_type(isinstance(metric, str), lambda: f"metric must be a str; got {type(metric).__name__}")
+    torch._check_value(metric in KNN_METRICS, lambda: f"metric must be one of {KNN_METRICS}; got {metric!r}")
+    torch._check_type(isinstance(precision, str), lambda: f"precision must be a str; got {type(precision).__name__}")
+    torch._check_value(precision in KNN_PRECISIONS,
+                       lambda: f"precision must be one of {KNN_PRECISIONS}; got {precision!r}")
+    if check_data:
+        _check_finite("x", x)
+        _check_finite("y", y)
+
+
+def _validate_knn_topk(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool,
+                       row_offset: int, precision: str, check_data: bool = False) -> None:
+    _validate_knn_inputs(x, y, metric, precision, check_data)
+    Q, G = x.shape[0], y.shape[0]
+    torch._check_type(isinstance(largest, bool), lambda: f"largest must be a bool; got {type(largest).__name__}")
+    torch._check_type(isinstance(exclude_self, bool),
+                      lambda: f"exclude_self must be a bool; got {type(exclude_self).__name__}")
+    _check_int("row_offset", row_offset, 0)
+    if exclude_self:
+        torch._check_value(
+            row_offset + Q <= G,
+            lambda: f"exclude_self needs every row of x to be an item of y: row_offset + Q <= G; "
+            f"got {row_offset} + {Q} > {G}",
+        )
+    _check_int("k", k, 1, G - 1 if exclude_self else G,
+               " (the gallery size G" + (" - 1 with exclude_self)" if exclude_self else ")"))
+
+
+@torch.library.custom_op("icfrr_fast::knn_topk", mutates_args=())
+def knn_topk(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
+             precision: str) -> Tuple[Tensor, Tensor]:
+    """The k best rows of y (G, D) for each row of x (Q, D) by ``metric``, best first, ties -> smaller index.
+
+    Returns values (Q, k) float32 (float64 for float64 inputs with precision "fp32"): similarity for "ip"/"cosine",
+    Euclidean distance for "l2", its square for "l2sq"; indices (Q, k) int64. See ``icfrr_fast.knn``.
+    """
+    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
+    v, i = reference.knn_topk(x, y, k, metric=metric, exclude_self=exclude_self, largest=largest,
+                              row_offset=row_offset, precision=precision)
+    return v.to(_knn_out_dtype(x, precision)).contiguous(), i.contiguous()
+
+
+@knn_topk.register_fake
+def _(x, y, k, metric, largest, exclude_self, row_offset, precision):
+    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision)
+    Q = x.shape[0]
+    return x.new_empty((Q, k), dtype=_knn_out_dtype(x, precision)), x.new_empty((Q, k), dtype=torch.int64)
+
+
+def _cpu_knn(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
+             precision: str, dense: bool) -> Tuple[Tensor, Tensor]:
+    """Call the C++ kernel (shared by knn_topk and knn_scores). Inputs are validated."""
+    C = _native.load()
+    out_dtype = _knn_out_dtype(x, precision)
+    if x.dtype != out_dtype:  # float16/bfloat16 (exact) or float64 with precision "bf16" (rounded to bf16 anyway)
+        x, y = x.to(out_dtype), y.to(out_dtype)
+    xk, yk = _as_kernel_float(x), _as_kernel_float(y)
+    Q, D = xk.shape
+    G = yk.shape[0]
+    kmetric = {"ip": 0, "cosine": 1, "l2": 2, "l2sq": 3}[metric]
+    values = _alloc((Q, G) if dense else (Q, k), out_dtype, x.device)
+    indices = _alloc((0,) if dense else (Q, k), torch.int64, x.device)
+    if Q:
+        C.knn_topk(
+            x=xk.data_ptr(), x_stride=xk.stride(0), y=yk.data_ptr(), y_stride=yk.stride(0),
+            is_double=out_dtype == torch.float64, Q=Q, G=G, D=D, k=k, metric=kmetric, largest=largest,
+            exclude_self=exclude_self, row_offset=row_offset, precision=0 if precision == "fp32" else 1,
+            dense=dense, out_values=values.data_ptr(),
+            out_indices=indices.data_ptr() if not dense else 0, num_threads=_native.get_num_threads(),
+        )
+    return values, indices
+
+
+@knn_topk.register_kernel("cpu")
+def _(x, y, k, metric, largest, exclude_self, row_offset, precision):
+    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
+    return _cpu_knn(x, y, k, metric, largest, exclude_self, row_offset, precision, dense=False)
+
+
+def _validate_knn_scores(x: Tensor, y: Tensor, metric: str, precision: str, check_data: bool = False) -> None:
+    _validate_knn_inputs(x, y, metric, precision, check_data)
+
+
+@torch.library.custom_op("icfrr_fast::knn_scores", mutates_args=())
+def knn_scores(x: Tensor, y: Tensor, metric: str, precision: str) -> Tensor:
+    """Dense (Q, G) scores of ``metric`` with exactly the arithmetic of ``knn_topk`` (its dense mode): the score
+    of every pair is bit-identical to the one knn_topk selects on (for "l2", its square root). float32 (float64 for
+    float64 inputs with precision "fp32")."""
+    _validate_knn_scores(x, y, metric, precision, check_data=True)
+    return reference.knn_scores(x, y, metric, precision).to(_knn_out_dtype(x, precision))
+
+
+@knn_scores.register_fake
+def _(x, y, metric, precision):
+    _validate_knn_scores(x, y, metric, precision)
+    return x.new_empty((x.shape[0], y.shape[0]), dtype=_knn_out_dtype(x, precision))
+
+
+@knn_scores.register_kernel("cpu")
+def _(x, y, metric, precision):
+    _validate_knn_scores(x, y, metric, precision, check_data=True)
+    return _cpu_knn(x, y, 1, metric, True, False, 0, precision, dense=True)[0]
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # CUDA kernels (issue 4). CUDA tensors run the Triton kernels of ``icfrr_fast.triton``, imported here lazily so that
 # ``import icfrr_fast`` never imports triton or initialises CUDA. Without Triton (or beyond what a Triton kernel
 # holds on chip) icfrr_rerank runs the CUDA build of the shared C++ core (``_C`` compiled with nvcc) and otherwise,
 # like dense_topk, the reference on the GPU -- each with a one-time warning, never silently.
 # ------------------------------------------------------------------------------------------------------------------
-#: on-chip limits of the Triton kernels (icfrr_fast.triton.dense_topk.MAX_K, .icfrr_rerank.MAX_DEPTH; a test
-#: checks they agree), kept here so that choosing a path never imports triton
+#: on-chip limits of the Triton kernels (icfrr_fast.triton.dense_topk.MAX_K = knn_topk.MAX_K,
+#: icfrr_rerank.MAX_DEPTH; a test checks they agree), kept here so that choosing a path never imports triton
 TRITON_MAX_K = 4096
 TRITON_MAX_DEPTH = 4096
 _warned: set = set()
@@ -293,6 +422,21 @@ def _dense_topk_cuda(x: Tensor, k: int, largest: bool, exclude_self: bool, row_o
                                     f"sort per row) instead of the Triton kernel")
     v, i = reference.dense_topk(x, k, largest=largest, exclude_self=exclude_self, row_offset=row_offset)
     return v.contiguous(), i.contiguous()
+
+
+def _knn_topk_cuda(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
+                   precision: str):
+    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
+    if _triton_available() and k <= TRITON_MAX_K:
+        from .triton.knn_topk import knn_topk_triton
+
+        return knn_topk_triton(x, y, k, metric, largest, exclude_self, row_offset, precision, alloc=_alloc)
+    why = "triton is not installed" if not _triton_available() else f"k = {k} > {TRITON_MAX_K} (Triton on-chip limit)"
+    _warn_once(("knn_topk", why), f"icfrr_fast.knn_topk on CUDA: {why}; running the reference (a dense float64 "
+                                  f"(Q, G) matrix and a full sort per row) instead of the fused Triton kernel")
+    v, i = reference.knn_topk(x, y, k, metric=metric, exclude_self=exclude_self, largest=largest,
+                              row_offset=row_offset, precision=precision)
+    return v.to(_knn_out_dtype(x, precision)).contiguous(), i.contiguous()
 
 
 def _icfrr_rerank_cuda_build(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
@@ -349,3 +493,4 @@ def _icfrr_rerank_cuda(scores, neighbors, k_q, beta, iters, semantics, largest, 
 
 dense_topk.register_kernel("cuda")(_dense_topk_cuda)
 icfrr_rerank.register_kernel("cuda")(_icfrr_rerank_cuda)
+knn_topk.register_kernel("cuda")(_knn_topk_cuda)

@@ -7,7 +7,8 @@ iteration). Nothing here is fast; everything here is obvious.
 
 Functions:
     dense_topk     per-row top-k of a dense matrix (stable: ties -> smaller index), optional self exclusion
-    knn_topk       exact k-NN by brute force in float64 (metrics "ip", "cosine", "l2")
+    knn_scores     dense (Q, G) float64 scores of the k-NN metrics ("ip", "cosine", "l2", "l2sq")
+    knn_topk       exact k-NN by brute force in float64
     icfrr_rerank   DESIGN §2, both semantics, depth, history and early stop
 """
 
@@ -45,36 +46,54 @@ def dense_topk(
     return torch.gather(x, 1, idx), idx
 
 
-def knn_scores(x: Tensor, y: Tensor, metric: str) -> Tensor:
-    """Dense (Q, G) float64 scores of the k-NN metrics: "ip" = x.y, "cosine" = x.y / (|x| |y|),
-    "l2" = |x - y| (Euclidean distance, as torch.cdist; rank it smallest first)."""
+def knn_scores(x: Tensor, y: Tensor, metric: str, precision: str = "fp32") -> Tensor:
+    """Dense (Q, G) float64 scores of the k-NN metrics: "ip" = x.y, "cosine" = x.y / (|x| |y|) (0 for a zero
+    vector), "l2" = |x - y| (Euclidean distance, as torch.cdist; rank it smallest first), "l2sq" = |x - y|^2.
+
+    ``precision="bf16"`` first rounds x and y to bfloat16 (the inputs the bf16 kernels multiply), then computes in
+    float64.
+    """
+    if precision == "bf16":
+        x, y = x.to(torch.bfloat16), y.to(torch.bfloat16)
+    elif precision != "fp32":
+        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
     x64, y64 = x.to(torch.float64), y.to(torch.float64)
     if metric == "ip":
         return x64 @ y64.T
     if metric == "cosine":
-        xn = x64 / x64.norm(dim=1, keepdim=True).clamp_min(1e-300)
-        yn = y64 / y64.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        nx, ny = x64.norm(dim=1, keepdim=True), y64.norm(dim=1, keepdim=True)
+        xn = torch.where(nx > 0, x64 / nx.clamp_min(1e-300), torch.zeros_like(x64))
+        yn = torch.where(ny > 0, y64 / ny.clamp_min(1e-300), torch.zeros_like(y64))
         return xn @ yn.T
     if metric == "l2":
         return torch.cdist(x64, y64, compute_mode="donot_use_mm_for_euclid_dist")
-    raise ValueError(f"metric must be one of 'ip', 'cosine', 'l2'; got {metric!r}")
+    if metric == "l2sq":  # sum of squared differences (exact for small integers; cdist's square is not)
+        return torch.stack([((x64[i] - y64) ** 2).sum(dim=1) for i in range(x64.shape[0])]).reshape(len(x64), len(y64))
+    raise ValueError(f"metric must be one of 'ip', 'cosine', 'l2', 'l2sq'; got {metric!r}")
 
 
 def knn_topk(
-    x: Tensor, y: Tensor, k: int, metric: str = "ip", exclude_self: bool = False, largest: Optional[bool] = None
+    x: Tensor,
+    y: Tensor,
+    k: int,
+    metric: str = "ip",
+    exclude_self: bool = False,
+    largest: Optional[bool] = None,
+    row_offset: int = 0,
+    precision: str = "fp32",
 ) -> Tuple[Tensor, Tensor]:
     """Exact k nearest rows of ``y`` (G, D) for each row of ``x`` (Q, D), by brute force in float64.
 
-    ``largest`` defaults to True for "ip"/"cosine" (similarities) and False for "l2" (distances). With
-    ``exclude_self`` (x and y the same set) row i never returns item i. Ties go to the smaller index.
+    ``largest`` defaults to True for "ip"/"cosine" (similarities) and False for "l2"/"l2sq" (distances). With
+    ``exclude_self`` row i never returns item ``i + row_offset`` (x is a slice of y). Ties go to the smaller index.
 
     Returns:
-        values (Q, k) float64 (similarity, or Euclidean distance for "l2"), indices (Q, k) int64.
+        values (Q, k) float64 (similarity, Euclidean distance for "l2", its square for "l2sq"), indices (Q, k) int64.
     """
     if largest is None:
-        largest = metric != "l2"
-    s = knn_scores(x, y, metric)
-    return dense_topk(s, k, largest=largest, exclude_self=exclude_self)
+        largest = metric not in ("l2", "l2sq")
+    s = knn_scores(x, y, metric, precision)
+    return dense_topk(s, k, largest=largest, exclude_self=exclude_self, row_offset=row_offset)
 
 
 def _rank_matrix(neighbors: Tensor, G: int) -> Tensor:

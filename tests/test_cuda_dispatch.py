@@ -60,9 +60,9 @@ class _FakeCudaBuild(types.SimpleNamespace):
 
 
 def test_cuda_kernels_are_registered():
-    for op in ("icfrr_fast::icfrr_rerank", "icfrr_fast::dense_topk"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA"), op
-    assert "cuda" in ops.KERNEL_DEVICES["icfrr_rerank"] and "cuda" in ops.KERNEL_DEVICES["dense_topk"]
+    for op in ("icfrr_rerank", "dense_topk", "knn_topk"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"icfrr_fast::{op}", "CUDA"), op
+        assert "cuda" in ops.KERNEL_DEVICES[op], op
 
 
 def test_icfrr_cuda_kernel_uses_triton(fresh_warnings):
@@ -84,6 +84,28 @@ def test_dense_topk_cuda_kernel_uses_triton(fresh_warnings):
     rv, ri = ops.dense_topk(x, 6, False, True, 0)
     assert_rankings_equal(i, ri)
     assert_values_equal(v, rv)
+
+
+def test_knn_topk_cuda_kernel_uses_triton(fresh_warnings):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(-3, 4, (6, 10), generator=gen).float()
+    y = torch.randint(-3, 4, (23, 10), generator=gen).float()
+    args = (5, "l2", False, False, 0, "fp32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v, i = ops._knn_topk_cuda(x, y, *args)
+    rv, ri = ops.knn_topk(x, y, *args)
+    assert_rankings_equal(i, ri)
+    assert_values_equal(v, rv)
+
+
+def test_knn_topk_without_triton_runs_reference(monkeypatch, fresh_warnings):
+    _no_triton(monkeypatch, cuda_build=False)
+    x, y = torch.randn(4, 8), torch.randn(19, 8)
+    with pytest.warns(RuntimeWarning, match="knn_topk on CUDA: triton is not installed"):
+        v, i = ops._knn_topk_cuda(x, y, 3, "ip", True, False, 0, "fp32")
+    assert v.dtype == torch.float32
+    assert_rankings_equal(i, ops.knn_topk(x, y, 3, "ip", True, False, 0, "fp32")[1])
 
 
 def test_icfrr_without_triton_runs_cuda_build_once_warned(monkeypatch, fresh_warnings):

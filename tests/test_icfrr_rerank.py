@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import icfrr_fast
 from icfrr_fast import GalleryGraph, icfrr, ops, reference
 from icfrr_fast.testing import available_devices, cross_domain_features
-from tests._assertions import assert_rankings_equal, assert_values_equal
+from _assertions import assert_rankings_equal, assert_values_equal
 
 DEVICES = available_devices()
 

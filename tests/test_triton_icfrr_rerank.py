@@ -110,3 +110,4 @@ def test_icfrr_limits_agree_with_ops():
 
     assert ops.TRITON_MAX_DEPTH == tri.MAX_DEPTH
     assert ops.TRITON_MAX_K == dense_topk.MAX_K == knn_topk.MAX_K
+    assert knn_topk.METRICS == ops.KNN_METRICS

@@ -1,9 +1,10 @@
-"""Fused similarity + top-K (DESIGN §3, "fused top-K"): k nearest rows of y for every row of x, the similarity
+"""Fused similarity + top-K (DESIGN §3, "fused top-K"): the k best rows of y for every row of x, the similarity
 tiles computed with tl.dot and consumed on chip by the shared collector (``_collector.py``).
-Oracle: reference.knn_topk   Test: tests/test_triton_knn_topk.py   Bench: benchmarks/gpu_bench.py (knn_topk)
-Invariants: ties -> smaller index; exclude_self removes item i from row i by index; int64 indices; no Q x G buffer
-(scratch is bounded by the persistent grid); fp16/bf16 inputs accumulate in fp32; fp32 inputs use IEEE fp32
-products unless torch allows TF32 for matmuls; "l2" ranks |x|^2 + |y|^2 - 2 x.y and returns its square root.
+Oracle: reference.knn_topk (and the CPU op)   Test: tests/test_triton_knn_topk.py   Bench: benchmarks/gpu_bench.py
+Invariants: the CPU op's contract and formulas (csrc/include/icfrr/knn_topk.h): ties -> smaller index; exclude_self
+removes item i + row_offset from row i by index; int64 indices; cosine = (x.y * (1/|x|)) * (1/|y|), l2sq =
+(|x|^2 + |y|^2) - 2 x.y clamped at 0 with float64 norms rounded once, l2 = sqrt(l2sq); precision "bf16" rounds the
+inputs to bf16 and sums in fp32 (tensor cores), "fp32" keeps fp32 products (IEEE, no TF32); no Q x G buffer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ._launch import SelectConfig, empty, interpreted, persistent_programs
 
 __all__ = ["knn_topk_triton", "KNN_CONFIGS", "METRICS", "MAX_K"]
 
-METRICS = ("ip", "cosine", "l2")
+METRICS = ("ip", "cosine", "l2", "l2sq")  # kernel METRIC codes 0..3, as ops.KNN_METRICS
 #: largest k the on-chip merge supports (the caller falls back above it)
 MAX_K = 4096
 #: GPU tile shapes by input dtype: 128 x 128 tiles on 8 warps (two warpgroups for Hopper's wgmma), one persistent
@@ -38,11 +39,11 @@ def _knn_topk_kernel(
     out_v_ptr, out_i_ptr, out_stride,  # (Q, k) values, int64 indices
     x_ptr, x_stride,  # (Q, D) queries, unit feature stride
     y_ptr, y_stride,  # (G, D) items, unit feature stride
-    xn_ptr, yn_ptr,  # (Q,), (G,) accumulator dtype: cosine 1/|x|, 1/|y|; l2 |x|^2, |y|^2; ip unused
+    xn_ptr, yn_ptr,  # (Q,), (G,) accumulator dtype: cosine 1/|x|, 1/|y|; l2/l2sq |x|^2, |y|^2; ip unused
     fill_ptr, thr_v_ptr, thr_i_ptr,  # (P, BLOCK_M) per-program scratch
     qk_ptr, qi_ptr,  # (P, BLOCK_M, QC) queue
     bk_ptr, bp_ptr,  # (P, BLOCK_M, KP) buffer
-    Q, G, D, k, n_prog,
+    Q, G, D, k, row_offset, n_prog,
     METRIC: tl.constexpr, LARGEST: tl.constexpr, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
     UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     KP: tl.constexpr, QC: tl.constexpr, CH: tl.constexpr, MR: tl.constexpr,
@@ -89,7 +90,7 @@ def _knn_topk_kernel(
             if METRIC == 1:  # cosine
                 yn = tl.load(yn_ptr + cols, mask=col_ok, other=0.0)
                 s = acc * xn[:, None] * yn[None, :]
-            elif METRIC == 2:  # squared Euclidean distance (ranks like the distance; sqrt only on output)
+            elif METRIC >= 2:  # squared Euclidean distance ("l2" ranks it too and returns its square root)
                 yn = tl.load(yn_ptr + cols, mask=col_ok, other=0.0)
                 s = tl.maximum(xn[:, None] + yn[None, :] - 2.0 * acc, 0.0)
             else:
@@ -100,7 +101,7 @@ def _knn_topk_kernel(
                 v = -s
             valid = row_ok[:, None] & col_ok[None, :]
             if EXCLUDE_SELF:
-                valid = valid & (cols[None, :] != rows[:, None])
+                valid = valid & (cols[None, :] != (rows + row_offset)[:, None])
             thr_v, thr_i, fill = select_tile(v, n0, valid, thr_v, thr_i, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr,
                                              thr_v_ptr, thr_i_ptr, k, BLOCK_M, BLOCK_N, KP, QC, CH, MR, False)
         thr_v, thr_i, fill = flush(thr_v, fill, bk_ptr, bp_ptr, qk_ptr, qi_ptr, fill_ptr, thr_v_ptr, thr_i_ptr, k,
@@ -115,20 +116,12 @@ def _knn_topk_kernel(
 
 
 def _row_norms(t: Tensor, metric: str, dtype: torch.dtype) -> Tensor:
-    """Per-row factors the kernel needs: cosine 1/|t| (0 for a zero row), l2 |t|^2; computed in float64."""
+    """Per-row factors of the CPU op's formulas, from float64 sums: cosine 1/|t| (0 for a zero row), l2/l2sq |t|^2."""
     t64 = t.to(torch.float64)
+    s = (t64 * t64).sum(dim=1)
     if metric == "cosine":
-        n = t64.norm(dim=1)
-        return torch.where(n > 0, 1.0 / n, torch.zeros_like(n)).to(dtype)
-    return (t64 * t64).sum(dim=1).to(dtype)
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """``tl.dot`` input precision for float32 features: TF32 only when torch allows it for matmuls
-    (``torch.backends.cuda.matmul.allow_tf32``), IEEE fp32 otherwise; ignored for 16-bit and float64 inputs."""
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+        return torch.where(s > 0, 1.0 / s.sqrt(), torch.zeros_like(s)).to(dtype)
+    return s.to(dtype)
 
 
 def knn_topk_triton(
@@ -136,32 +129,40 @@ def knn_topk_triton(
     y: Tensor,
     k: int,
     metric: str = "ip",
-    exclude_self: bool = False,
     largest: Optional[bool] = None,
+    exclude_self: bool = False,
+    row_offset: int = 0,
+    precision: str = "fp32",
     *,
     config: Optional[SelectConfig] = None,
     alloc: Callable[..., Tensor] = empty,
 ) -> Tuple[Tensor, Tensor]:
-    """Exact k nearest rows of ``y`` for every row of ``x``, without a (Q, G) similarity matrix.
+    """The k best rows of ``y`` for every row of ``x`` (the contract of ``ops.knn_topk``), without a (Q, G) matrix.
 
     Arguments are validated by the op (``icfrr_fast::knn_topk``), not here; k <= ``MAX_K``.
 
     Args:
         x: (Q, D) float16/bfloat16/float32/float64 queries.
         y: (G, D) items, same dtype and device.
-        k: neighbours per query, in [1, G] (G - 1 with ``exclude_self``).
-        metric: "ip" (x.y), "cosine" (x.y / |x||y|, 0 for zero rows) or "l2" (Euclidean distance).
-        exclude_self: x and y are the same set: row i never returns item i.
-        largest: rank larger values first (default: True for "ip"/"cosine", False for "l2").
+        k: results per query, in [1, G] (G - 1 with ``exclude_self``).
+        metric: "ip", "cosine", "l2" (Euclidean distance) or "l2sq" (its square).
+        largest: rank larger values first (default: True for "ip"/"cosine", False for "l2"/"l2sq").
+        exclude_self: row i never returns item ``i + row_offset`` (x is a slice of y).
+        row_offset: see ``exclude_self``.
+        precision: "bf16" rounds the inputs to bfloat16 and multiplies on tensor cores with fp32 sums (the fast
+            path); "fp32" keeps exact fp32 products (float16/bfloat16 inputs: their exact products on tensor cores;
+            float64 inputs: float64 throughout).
         config: tile shape (default ``KNN_CONFIGS[dtype]`` on a GPU, 16 x 16 x 16 tiles in the interpreter).
         alloc: ``alloc(shape, dtype, device)`` allocates the outputs (tests pass one that poisons them).
 
     Returns:
-        values (Q, k) float32 (float64 for float64 inputs): similarities, or distances for "l2"; indices (Q, k)
-        int64. Best first; ties -> smaller index.
+        values (Q, k) float32 (float64 for float64 inputs with precision "fp32"), indices (Q, k) int64; best first,
+        ties -> smaller index.
     """
     if largest is None:
-        largest = metric != "l2"
+        largest = metric not in ("l2", "l2sq")
+    if precision == "bf16" and x.dtype != torch.bfloat16:
+        x, y = x.to(torch.bfloat16), y.to(torch.bfloat16)  # round to nearest even, as the CPU op
     Q, D = x.shape
     G = y.shape[0]
     if x.stride(1) != 1:
@@ -181,6 +182,8 @@ def knn_topk_triton(
         xn, yn = _row_norms(x, metric, acc_dtype), _row_norms(y, metric, acc_dtype)
     values = alloc((Q, k), acc_dtype, dev)
     indices = alloc((Q, k), torch.int64, dev)
+    if Q == 0:
+        return values, indices
     n_blocks = triton.cdiv(Q, config.block_m)
     P = persistent_programs(dev, n_blocks, config.per_sm)
     bm = config.block_m
@@ -193,9 +196,10 @@ def knn_topk_triton(
     bp = torch.empty((P, bm, shape["KP"]), dtype=torch.int32, device=dev)
     kernel[(P,)](
         values, indices, values.stride(0), x, x.stride(0), y, y.stride(0), xn, yn, fill, thr_v, thr_i, qk, qi,
-        bk, bp, Q, G, D, k, P,
+        bk, bp, Q, G, D, k, row_offset, P,
         METRIC=METRICS.index(metric), LARGEST=largest, EXCLUDE_SELF=exclude_self,
-        PRECISION=dot_precision(x.dtype), UPCAST=interp and x.dtype == torch.bfloat16,
+        PRECISION="ieee",  # fp32 inputs: exact fp32 products (precision "fp32" excludes TF32); 16-bit: ignored
+        UPCAST=interp and x.dtype == torch.bfloat16,
         BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         num_warps=config.num_warps, num_stages=config.num_stages, **shape,
     )

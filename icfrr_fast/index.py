@@ -1,0 +1,246 @@
+"""``ICFRRIndex``: a faiss-style index that answers queries with ICFRR-re-ranked results.
+
+    index = ICFRRIndex(gallery_features, k_g=256, metric="l2")   # fused k-NN gallery graph, never G x G
+    D, I = index.search(queries, k=100, k_q=250, beta=0.5, iters=5)
+
+``search`` runs query batch by query batch, so its memory is bounded whatever Q is: per batch the initial scores of
+the candidates (``knn_scores`` for all G items when ``depth`` is None; the fused top-``depth`` from ``knn_topk``
+otherwise) and then the fused ICFRR kernel (``icfrr_rerank``). ``add`` extends the gallery and updates the existing
+neighbour lists so that the graph is exactly the one a rebuild would give (same arithmetic for every pair, same tie
+rule).
+
+Scores follow the released ICFRR code: for ``metric="l2"`` the initial scores are Euclidean distances ranked
+smallest first (that is, scores = -Euclidean distance), and ``D`` holds the re-ranked keys as distances, ascending.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import ops
+from .graph import GalleryGraph
+from .knn import _as_tensor, _default_batch_rows, _knn_into, default_largest
+
+__all__ = ["ICFRRIndex"]
+
+INDEX_METRICS = ("l2", "ip", "cosine")
+#: (B, G) score buffer of one search batch, in bytes (B = this / (4 G), at least 1).
+SEARCH_BATCH_BYTES = 256 << 20
+
+
+class ICFRRIndex:
+    """Gallery features + their exact k-NN graph; ``search`` returns ICFRR-re-ranked results like faiss.
+
+    Args:
+        gallery_features: (G, D) float16/bfloat16/float32/float64 features (numpy arrays accepted), G >= 2.
+        k_g: neighbours per gallery item kept in the graph, in [1, G - 1] (``search`` may use fewer).
+        metric: "l2" (scores = -Euclidean distance, the released code's), "ip" or "cosine".
+        precision: "fp32" (exact float32) or "bf16" for the k-NN arithmetic (see docs/knn.md).
+        progress: show tqdm progress bars while building or adding (the CLI does; silent by default).
+
+    Attributes:
+        graph: the :class:`GalleryGraph` (G, k_g). For "l2" its ``values`` are *squared* distances (the exact
+            selection keys, kept so that ``add`` merges bit-exactly); similarities otherwise.
+        features: (G, D) gallery features (float32, or float64 when given float64).
+
+    Example:
+        >>> import torch, icfrr_fast
+        >>> g, q = torch.randn(200, 16), torch.randn(3, 16)
+        >>> index = icfrr_fast.ICFRRIndex(g, k_g=10)
+        >>> D, I = index.search(q, k=5, k_q=10)
+        >>> D.shape, I.shape, bool((D[:, 1:] >= D[:, :-1]).all())
+        (torch.Size([3, 5]), torch.Size([3, 5]), True)
+    """
+
+    def __init__(self, gallery_features, *, k_g: int = 256, metric: str = "l2", precision: str = "fp32",
+                 progress: bool = False):
+        if not isinstance(metric, str) or metric not in INDEX_METRICS:
+            raise ValueError(f"metric must be one of {INDEX_METRICS}; got {metric!r}")
+        if not isinstance(precision, str) or precision not in ops.KNN_PRECISIONS:
+            raise ValueError(f"precision must be one of {ops.KNN_PRECISIONS}; got {precision!r}")
+        g = self._prepare(gallery_features, "gallery_features", None)
+        G = g.shape[0]
+        if G < 2:
+            raise ValueError(f"the gallery must hold at least 2 items; got G = {G}")
+        if isinstance(k_g, bool) or not isinstance(k_g, int):
+            raise TypeError(f"k_g must be an int; got {type(k_g).__name__}")
+        if not 1 <= k_g <= G - 1:
+            raise ValueError(f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {k_g}")
+        self.metric = metric
+        self.precision = precision
+        self.progress = bool(progress)
+        self.features = g
+        # "l2" graphs are selected and stored on squared distances: the exact keys, so add() can merge bit-exactly.
+        self._graph_metric = "l2sq" if metric == "l2" else metric
+        self.graph = GalleryGraph.from_features(g, k_g, metric=self._graph_metric, precision=precision,
+                                                progress=self.progress)
+
+    # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        """G, the number of gallery items (faiss' name)."""
+        return self.features.shape[0]
+
+    @property
+    def d(self) -> int:
+        """D, the feature dimension (faiss' name)."""
+        return self.features.shape[1]
+
+    @property
+    def k_g(self) -> int:
+        """Neighbours stored per gallery item."""
+        return self.graph.k
+
+    @property
+    def largest(self) -> bool:
+        """False for "l2" (scores are distances, smaller first), True for "ip"/"cosine"."""
+        return default_largest(self.metric)
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        return f"ICFRRIndex(G={self.ntotal}, D={self.d}, k_g={self.k_g}, metric={self.metric!r})"
+
+    def _prepare(self, features, name: str, D: Optional[int]) -> Tensor:
+        t = _as_tensor(features, name)
+        ops._check_float_matrix(name, t)
+        if D is not None and t.shape[1] != D:
+            raise ValueError(f"{name} must have the index's feature dimension D = {D}; got {t.shape[1]}")
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.to(torch.float32)  # exact; the kernels compute in float32
+        want = getattr(self, "features", None)
+        if want is not None and t.dtype != want.dtype:
+            t = t.to(want.dtype)
+        if t.device.type != "cpu" and want is not None and t.device != want.device:
+            raise ValueError(f"{name} must be on the index's device {want.device}; got {t.device}")
+        ops._check_finite(name, t)
+        return t
+
+    # -- building -----------------------------------------------------------------------------------------------
+    def add(self, features, *, batch_size: Optional[int] = None) -> None:
+        """Append N gallery items and update the graph exactly as a rebuild over all G + N items would.
+
+        New items get their k_g nearest among all items (self excluded); every existing list is merged with its
+        best new items. Each pair's score is computed with the same arithmetic in both calls, and the merge keeps
+        (score, smaller id) order, so the result is bit-identical to ``ICFRRIndex(all_features)``'s graph.
+
+        Args:
+            features: (N, D) features, N >= 1 (dtype converted to the index's).
+            batch_size: rows per fused k-NN call (default: bounded output memory).
+        """
+        new = self._prepare(features, "features", self.d)
+        N = new.shape[0]
+        if N == 0:
+            return
+        G0, K = self.ntotal, self.k_g
+        largest = default_largest(self._graph_metric)
+        all_features = torch.cat([self.features, new])
+        bs = _default_batch_rows(G0 + N, K, self.d) if batch_size is None else int(batch_size)
+        # 1. lists of the new items over the whole gallery (item G0 + r excluded from row r)
+        new_ids = torch.empty((N, K), dtype=torch.int32)
+        new_vals = torch.empty((N, K), dtype=torch.float32)
+        _knn_into(new, all_features, K, self._graph_metric, largest, True, G0, self.precision, new_vals, new_ids,
+                  bs, self.progress, "new items")
+        # 2. each existing list merged with its best new items; all new ids exceed the old ones, so a stable sort of
+        #    [old list, new candidates] by value is exactly the (value, smaller id) order of a rebuild.
+        Kn = min(K, N)
+        old_ids, old_vals = self.graph.neighbors, self.graph.values
+        merged_ids = torch.empty((G0, K), dtype=torch.int32)
+        merged_vals = torch.empty((G0, K), dtype=torch.float32)
+        for r0 in range(0, G0, bs):
+            r1 = min(G0, r0 + bs)
+            cv, ci = ops.knn_topk(self.features[r0:r1], new, Kn, self._graph_metric, largest, False, 0,
+                                  self.precision)
+            vals = torch.cat([old_vals[r0:r1], cv.to(torch.float32)], dim=1)
+            ids = torch.cat([old_ids[r0:r1].to(torch.int64), ci + G0], dim=1)
+            order = torch.sort(vals, dim=1, descending=largest, stable=True).indices[:, :K]
+            merged_vals[r0:r1] = torch.gather(vals, 1, order)
+            merged_ids[r0:r1] = torch.gather(ids, 1, order).to(torch.int32)
+        self.features = all_features
+        self.graph = GalleryGraph._trusted(torch.cat([merged_ids, new_ids]), torch.cat([merged_vals, new_vals]),
+                                           largest)
+
+    # -- searching ----------------------------------------------------------------------------------------------
+    def search(
+        self,
+        queries,
+        k: int,
+        *,
+        k_q: int = 250,
+        beta: float = 0.5,
+        iters: int = 5,
+        semantics: str = "reference",
+        depth: Optional[int] = None,
+        return_history: bool = False,
+        early_stop: bool = False,
+        k_g: Optional[int] = None,
+        batch_size: Optional[int] = None,
+    ):
+        """ICFRR-re-ranked top-k gallery items of every query (DESIGN §2).
+
+        Args:
+            queries: (Q, D) features (numpy arrays accepted).
+            k: results per query, in [1, L] (L = depth, or G).
+            k_q: voters per iteration (clipped to L).
+            beta: vote weight, finite and >= 0.
+            iters: ICFRR iterations T >= 0 (0 returns the initial k-NN ranking).
+            semantics: "reference" (the released code) or "paper".
+            depth: L, re-rank only the top-L initial candidates (fused top-L, no full score row per query); None
+                (default) re-ranks all G items, exact. A smaller L is an approximation (DESIGN §2.3).
+            return_history: also return H, the order after every iteration.
+            early_stop: stop a query once an iteration leaves its voter set unchanged.
+            k_g: neighbours per gallery item used for voting (default: all the graph holds).
+            batch_size: queries per batch (default: a (B, G) float32 score buffer of about 256 MB).
+
+        Returns:
+            ``(D, I)``, or ``(D, I, H)`` with ``return_history``: D (Q, k) float32 re-ranked keys (for "l2": distances,
+            ascending; similarities, descending, otherwise), I (Q, k) int64 gallery ids, H (Q, T + 1, k) int64 (H[:, 0]
+            = initial ranking).
+
+        Raises:
+            TypeError / ValueError: bad arguments (see ``icfrr_fast.icfrr``), D mismatch, NaN/inf queries.
+        """
+        q = self._prepare(queries, "queries", self.d)
+        Q, G = q.shape[0], self.ntotal
+        L = G if depth is None else depth
+        ops._check_int("depth", L, 1, G, " (the gallery size)")
+        ops._check_int("k", k, 1, L, " (the candidate depth)")
+        neighbors = self.graph.neighbors_for(self.k_g if k_g is None else k_g)
+        largest = self.largest
+        B = max(1, SEARCH_BATCH_BYTES // (4 * G)) if batch_size is None else int(batch_size)
+        if B < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if isinstance(beta, int) and not isinstance(beta, bool):
+            beta = float(beta)
+        D_out = torch.empty((Q, k), dtype=torch.float32)
+        I_out = torch.empty((Q, k), dtype=torch.int64)
+        H_out = torch.empty((Q, iters + 1, k), dtype=torch.int64) if return_history else None
+        for q0 in range(0, Q, B):
+            qb = q[q0:q0 + B]
+            if L == G:
+                scores = ops.knn_scores(qb, self.features, self.metric, self.precision)
+            else:
+                scores = self._candidate_scores(qb, L, largest)
+            v, i, h = ops.icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k, return_history,
+                                       early_stop)
+            del scores
+            D_out[q0:q0 + B] = v
+            I_out[q0:q0 + B] = i
+            if H_out is not None:
+                H_out[q0:q0 + B] = h
+        return (D_out, I_out, H_out) if return_history else (D_out, I_out)
+
+    def _candidate_scores(self, qb: Tensor, L: int, largest: bool) -> Tensor:
+        """(B, G) scores whose top-L are the fused top-L candidates with their exact scores; every other item gets
+        a finite value strictly worse than all of them, so ICFRR's initial top-L is exactly the candidate set.
+        (The ICFRR kernel takes (B, G) scores; a (B, L) candidate-list input would make this buffer unnecessary.)
+        """
+        vals, ids = ops.knn_topk(qb, self.features, L, self.metric, largest, False, 0, self.precision)
+        worst = torch.finfo(vals.dtype).max
+        scores = torch.full((qb.shape[0], self.ntotal), worst if not largest else -worst, dtype=vals.dtype)
+        scores.scatter_(1, ids, vals)
+        return scores

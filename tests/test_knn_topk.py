@@ -1,0 +1,223 @@
+"""knn_topk / knn_scores: the fused similarity + top-k op against the float64 oracle (reference.knn_topk), across
+metrics, shapes off the block multiples, dtypes, strides, SIMD paths and thread counts; opcheck, torch.compile, and
+one pytest.raises per validation rule."""
+
+import pytest
+import torch
+
+import icfrr_fast
+from icfrr_fast import _native, ops, reference
+
+from _assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
+
+METRICS = ["ip", "cosine", "l2", "l2sq"]
+LARGEST = {"ip": True, "cosine": True, "l2": False, "l2sq": False}
+SIMD = [True, False]  # the vectorised (AVX2) micro-kernel where the CPU has it, and the portable one
+
+# (Q, G, D, k): tiny, sizes off every block multiple (MR 4/6/12, NR 16/32, tile 256/512), k = G, G = 2, D = 1
+SHAPES = [
+    pytest.param(1, 2, 1, 2, id="Q=1,G=2,D=1,k=G"),
+    pytest.param(7, 50, 3, 5, id="Q=7,G=50,D=3"),
+    pytest.param(13, 37, 5, 37, id="Q=13,G=37,k=G"),
+    pytest.param(70, 600, 33, 20, id="Q=70,G=600,D=33"),
+    pytest.param(3, 1500, 70, 257, id="Q=3,G=1500,k=257"),
+]
+
+
+def _data(Q, G, D, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(Q, D, generator=gen).to(dtype), torch.randn(G, D, generator=gen).to(dtype)
+
+
+def _tol(metric, D):
+    # float32 dot products of D N(0,1) terms: abs error ~ sqrt(D) * |x||y| * 2^-24; l2sq carries |x|^2 + |y|^2.
+    return dict(atol=2e-4 * max(D, 1), rtol=1e-5) if metric in ("ip", "l2sq") else dict(atol=1e-4, rtol=1e-5)
+
+
+@pytest.fixture(params=SIMD, ids=["simd=on", "simd=off"])
+def simd(request):
+    _native.set_simd_enabled(request.param)
+    yield request.param
+    _native.set_simd_enabled(True)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("Q,G,D,k", SHAPES)
+def test_matches_float64_oracle(simd, metric, Q, G, D, k):
+    x, y = _data(Q, G, D)
+    v, i = icfrr_fast.knn(x, y, k, metric=metric)
+    rv, ri = reference.knn_topk(x, y, k, metric)
+    assert v.dtype == torch.float32 and i.dtype == torch.int64 and v.shape == (Q, k)
+    assert_knn_equal_with_ties(v, i, rv, ri, **_tol(metric, D))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_exclude_self_and_k_equals_G_minus_1(metric):
+    _, y = _data(0, 40, 6)
+    y[7] = y[3]  # a duplicate: item 7 is item 3's nearest other item, and item 3 itself is never returned
+    v, i = icfrr_fast.knn(y, y, 39, metric=metric, exclude_self=True)
+    rv, ri = reference.knn_topk(y, y, 39, metric, exclude_self=True)
+    assert not bool((i == torch.arange(40)[:, None]).any())
+    assert_knn_equal_with_ties(v, i, rv, ri, **_tol(metric, 6))
+    # a slice of the gallery: rows 10..19 exclude items 10..19
+    v2, i2 = icfrr_fast.knn(y[10:20], y, 5, metric=metric, exclude_self=True, row_offset=10)
+    rv2, ri2 = reference.knn_topk(y[10:20], y, 5, metric, exclude_self=True, row_offset=10)
+    assert_knn_equal_with_ties(v2, i2, rv2, ri2, **_tol(metric, 6))
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2sq"])
+def test_ties_go_to_the_smaller_index(simd, metric):
+    # small integers: every float32 dot product is exact, so ties are real and ids must match exactly
+    gen = torch.Generator().manual_seed(1)
+    y = torch.randint(-2, 3, (300, 4), generator=gen).float()
+    x = torch.randint(-2, 3, (9, 4), generator=gen).float()
+    v, i = icfrr_fast.knn(x, y, 40, metric=metric)
+    rv, ri = reference.knn_topk(x, y, 40, metric)
+    assert_rankings_equal(i, ri, "ids")
+    assert_values_equal(v.double(), rv, "values")
+
+
+def test_simd_and_portable_bit_identical():
+    """The AVX2 and portable micro-kernels run the same FMA chain per score: identical values and ids."""
+    x, y = _data(37, 700, 77, seed=3)
+    results = {}
+    for on in SIMD:
+        _native.set_simd_enabled(on)
+        results[on] = (icfrr_fast.knn(x, y, 31, metric="l2"), ops.knn_scores(x, y, "cosine", "fp32"))
+    _native.set_simd_enabled(True)
+    (v0, i0), s0 = results[False]
+    (v, i), sc = results[True]
+    assert_values_equal(v, v0, "values")
+    assert_rankings_equal(i, i0, "ids")
+    assert_values_equal(sc, s0, "dense scores")
+
+
+@pytest.mark.parametrize("Q", [1, 3, 200], ids=lambda q: f"Q={q}")  # Q small: the gallery is split across threads
+def test_thread_count_does_not_change_results(Q):
+    x, y = _data(Q, 3000, 24, seed=4)
+    icfrr_fast.set_num_threads(1)
+    v1, i1 = icfrr_fast.knn(x, y, 100, metric="ip")
+    icfrr_fast.set_num_threads(2)
+    v2, i2 = icfrr_fast.knn(x, y, 100, metric="ip")
+    assert_values_equal(v2, v1)
+    assert_rankings_equal(i2, i1)
+
+
+def test_scores_independent_of_batch_and_tile():
+    """A pair's score does not depend on which rows/items share its call (what makes ICFRRIndex.add exact)."""
+    x, y = _data(50, 900, 40, seed=5)
+    full = ops.knn_scores(x, y, "l2sq", "fp32")
+    part = ops.knn_scores(x[17:29], y[300:777], "l2sq", "fp32")
+    assert_values_equal(part, full[17:29, 300:777])
+    v, i = icfrr_fast.knn(x, y, 10, metric="l2sq")
+    assert_values_equal(v, torch.gather(full, 1, i))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_knn_scores_matches_oracle(metric):
+    x, y = _data(9, 70, 12, seed=6)
+    s = ops.knn_scores(x, y, metric, "fp32")
+    torch.testing.assert_close(s.double(), reference.knn_scores(x, y, metric), **_tol(metric, 12))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=lambda d: f"dtype={d}")
+def test_dtypes(dtype):
+    x, y = _data(11, 300, 20, seed=7, dtype=dtype)
+    v, i = icfrr_fast.knn(x, y, 17, metric="cosine")
+    rv, ri = reference.knn_topk(x, y, 17, "cosine")
+    assert v.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    tol = dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-5)
+    assert_knn_equal_with_ties(v, i, rv, ri, **tol)
+
+
+def test_non_contiguous_inputs_give_identical_results():
+    x, y = _data(30, 400, 16, seed=8)
+    xs = torch.zeros(30, 48)
+    xs[:, ::3] = x  # column stride 3
+    yt = y.T.contiguous().T  # column-major
+    v, i = icfrr_fast.knn(xs[:, ::3], yt, 12, metric="l2")
+    v0, i0 = icfrr_fast.knn(x, y, 12, metric="l2")
+    assert_values_equal(v, v0)
+    assert_rankings_equal(i, i0)
+    v, i = icfrr_fast.knn(x[::2], y[1::2], 12, metric="ip")  # row strides 2 * D
+    v0, i0 = icfrr_fast.knn(x[::2].contiguous(), y[1::2].contiguous(), 12, metric="ip")
+    assert_values_equal(v, v0)
+    assert_rankings_equal(i, i0)
+
+
+def test_largest_overrides_the_metric_default():
+    x, y = _data(5, 90, 8, seed=9)
+    v, i = icfrr_fast.knn(x, y, 7, metric="l2", largest=True)  # farthest first
+    rv, ri = reference.knn_topk(x, y, 7, "l2", largest=True)
+    assert_knn_equal_with_ties(v, i, rv, ri, atol=1e-4, rtol=1e-5)
+
+
+def test_bf16_precision_is_the_oracle_on_bf16_rounded_inputs():
+    x, y = _data(20, 500, 64, seed=10)
+    v, i = icfrr_fast.knn(x, y, 25, metric="cosine", precision="bf16")
+    rv, ri = reference.knn_topk(x, y, 25, "cosine", precision="bf16")
+    assert_knn_equal_with_ties(v, i, rv, ri, atol=1e-5, rtol=1e-5)
+    # bf16 inputs are exactly representable: "bf16" precision equals "fp32" on them
+    xb, yb = x.bfloat16().float(), y.bfloat16().float()
+    assert_values_equal(icfrr_fast.knn(xb, yb, 25, metric="ip").values,
+                        icfrr_fast.knn(x, y, 25, metric="ip", precision="bf16").values)
+
+
+def test_empty_query_batch():
+    v, i = icfrr_fast.knn(torch.zeros(0, 4), torch.randn(10, 4), 3)
+    assert v.shape == (0, 3) and i.shape == (0, 3)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_opcheck(metric):
+    x, y = _data(6, 40, 5)
+    torch.library.opcheck(ops.knn_topk, (x, y, 4, metric, LARGEST[metric], False, 0, "fp32"))
+    torch.library.opcheck(ops.knn_topk, (y[:6], y, 4, metric, LARGEST[metric], True, 0, "fp32"))
+    torch.library.opcheck(ops.knn_scores, (x, y, metric, "fp32"))
+
+
+def test_torch_compile_fullgraph():
+    x, y = _data(6, 40, 5)
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def f(a, b):
+        v, i = torch.ops.icfrr_fast.knn_topk(a, b, 4, "l2", False, False, 0, "fp32")
+        return v * 2, i, torch.ops.icfrr_fast.knn_scores(a, b, "ip", "fp32")
+
+    v, i, s = f(x, y)
+    v0, i0 = icfrr_fast.knn(x, y, 4, metric="l2")
+    assert_values_equal(v, v0 * 2)
+    assert_rankings_equal(i, i0)
+    assert_values_equal(s, ops.knn_scores(x, y, "ip", "fp32"))
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda x, y: icfrr_fast.knn(x, y, 0), ValueError, r"k must be in \[1, 20\]"),
+        (lambda x, y: icfrr_fast.knn(x, y, 21), ValueError, r"k must be in \[1, 20\].*got 21"),
+        (lambda x, y: icfrr_fast.knn(y, y, 20, exclude_self=True), ValueError, r"k must be in \[1, 19\]"),
+        (lambda x, y: icfrr_fast.knn(x, y, 2.0), TypeError, "k must be an int"),
+        (lambda x, y: icfrr_fast.knn(x[:, :3], y, 2), ValueError, "same feature dimension D"),
+        (lambda x, y: icfrr_fast.knn(x, y[:0], 1), ValueError, "at least 1 item"),
+        (lambda x, y: icfrr_fast.knn(x[:, :0], y[:, :0], 1), ValueError, "D must be >= 1"),
+        (lambda x, y: icfrr_fast.knn(x.int(), y.int(), 2), TypeError, "x must be a floating tensor"),
+        (lambda x, y: icfrr_fast.knn(x.double(), y, 2), TypeError, "same dtype"),
+        (lambda x, y: icfrr_fast.knn(x[0], y, 2), ValueError, "x must be 2-D"),
+        (lambda x, y: icfrr_fast.knn(x.numpy(), y, 2), TypeError, "x must be a torch.Tensor"),
+        (lambda x, y: icfrr_fast.knn(x, y, 2, metric="dot"), ValueError, "metric must be one of"),
+        (lambda x, y: icfrr_fast.knn(x, y, 2, precision="fp8"), ValueError, "precision must be one of"),
+        (lambda x, y: icfrr_fast.knn(x, y, 2, largest=1), TypeError, "largest must be a bool"),
+        (lambda x, y: icfrr_fast.knn(x, y, 2, exclude_self=True, row_offset=15), ValueError, "row_offset \\+ Q <= G"),
+        (lambda x, y: icfrr_fast.knn(x, y, 2, row_offset=-1), ValueError, "row_offset must be in"),
+        (lambda x, y: icfrr_fast.knn(x.index_fill(0, torch.tensor([1]), float("nan")), y, 2), ValueError,
+         "x must be finite"),
+        (lambda x, y: icfrr_fast.knn(x, y.index_fill(0, torch.tensor([3]), float("inf")), 2), ValueError,
+         "y must be finite"),
+        (lambda x, y: ops.knn_scores(x, y[:, :2], "ip", "fp32"), ValueError, "same feature dimension D"),
+    ],
+)
+def test_validation(call, exc, match):
+    x, y = _data(8, 20, 4)
+    with pytest.raises(exc, match=match):
+        call(x, y)
