@@ -53,7 +53,8 @@ def test_gpu_lookup_and_result_name(tmp_path):
     assert gpu_bench.spec_for("NVIDIA H100 80GB HBM3").hbm_tb_s == 3.35
     assert "assumed" in gpu_bench.spec_for("NVIDIA A100-SXM4-80GB").name
     env = {"gpu": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "triton": "3.8.0"}
-    assert gpu_bench.result_path(tmp_path, env).name == "gpu_bench-NVIDIA-H100-80GB-HBM3-torch2.14.1-cu130-triton3.8.0.json"
+    name = gpu_bench.result_path(tmp_path, env).name
+    assert name == "gpu_bench-NVIDIA-H100-80GB-HBM3-torch2.14.1-cu130-triton3.8.0.json"
 
 
 def test_timing_quantiles():

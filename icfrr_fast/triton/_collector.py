@@ -12,8 +12,9 @@ many rounds as the busiest row of the block has candidates. That costs a few ope
 per-score addresses (registers stay free for the ``tl.dot`` accumulator). A tile where some row has more than
 BLOCK_N / 4 candidates (the first tiles, or a large k) is queued whole instead, non-candidates as sentinels. When
 a queue could overflow, all rows merge: the queue is sorted in chunks of CH items and folded into the buffer with
-the bitonic top-K step of Shanbhag, Pirk and Madden, "Efficient Top-K Query Processing on Massively Parallel Hardware" (SIGMOD 2018): for a run sorted
-best-first and a run sorted worst-first, the elementwise better of the two is the best half of both.
+the bitonic top-K step of Shanbhag, Pirk and Madden, "Efficient Top-K Query Processing on Massively Parallel
+Hardware" (SIGMOD 2018): for a run sorted best-first and a run sorted worst-first, the elementwise better of the two
+is the best half of both.
 
 Ties: items compare by (value, index), smaller index first, so results are identical to a stable sort.
 Scratch written inside the kernel is read back with ``.cg`` loads (L2, bypassing L1) after a CTA barrier, because

@@ -1,5 +1,5 @@
 """Fused ICFRR (DESIGN §2): per query, all T iterations of integer vote accumulation + stable re-sort, in one program.
-Oracle: reference.icfrr_rerank (and the CPU op)   Test: tests/test_triton_icfrr_rerank.py   Bench: benchmarks/gpu_bench.py
+Oracle: reference.icfrr_rerank, the CPU op   Test: tests/test_triton_icfrr_rerank.py   Bench: benchmarks/gpu_bench.py
 Invariants: votes are exact packed integers (vote.h: acc = count << 40 | rank sum), delta and keys are float64 with
 vote.h's expression order and no FMA contraction (launched with enable_fp_fusion=False); the re-sort is stable
 (key, then current position); both semantics, depth, k, history and early stop behave as the CPU op, bit for bit.
