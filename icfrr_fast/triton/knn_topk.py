@@ -24,12 +24,13 @@ __all__ = ["knn_topk_triton", "KNN_CONFIGS", "METRICS", "MAX_K"]
 METRICS = ("ip", "cosine", "l2", "l2sq")  # kernel METRIC codes 0..3, as ops.KNN_METRICS
 #: largest k the on-chip merge supports (the caller falls back above it)
 MAX_K = 4096
-#: GPU tile shapes by input dtype: 128 x 128 tiles on 8 warps (two warpgroups for Hopper's wgmma), one persistent
-#: program per SM, all of them sweeping y in the same order so y tiles are shared through L2.
+#: GPU tile shapes by input dtype: 16-bit inputs use 128 x 128 tiles on 8 warps (two warpgroups for Hopper's wgmma),
+#: one persistent program per SM, all of them sweeping y in the same order so y tiles are shared through L2.
 KNN_CONFIGS = {
     torch.float16: SelectConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     torch.bfloat16: SelectConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
-    torch.float32: SelectConfig(block_m=128, block_n=128, block_k=32, num_warps=8, num_stages=3),
+    # fp32 with exact products runs on CUDA cores (FMA dot, operands in registers): a smaller tile keeps it there
+    torch.float32: SelectConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3),
     torch.float64: SelectConfig(block_m=64, block_n=64, block_k=16, num_warps=4, num_stages=2),
 }
 
