@@ -30,7 +30,7 @@ KNN_CONFIGS = {
     torch.float16: SelectConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     torch.bfloat16: SelectConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     # fp32 with exact products runs on CUDA cores (FMA dot, operands in registers): a smaller tile keeps it there
-    torch.float32: SelectConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3),
+    torch.float32: SelectConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3, per_sm=2),
     torch.float64: SelectConfig(block_m=64, block_n=64, block_k=16, num_warps=4, num_stages=2),
 }
 
