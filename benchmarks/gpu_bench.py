@@ -431,7 +431,7 @@ def bench_size(size: Size, device: torch.device, spec: GpuSpec, warmup: int, rep
         def run_op():
             ops.icfrr_rerank(scores, nbr, size.K_q, 0.5, size.T, "reference", True, size.L, size.k, False, False)
 
-        add("icfrr_op", "icfrr_fast op (triton)", time_fn(run_op, device, warmup, reps),
+        add("icfrr_op", f"icfrr_fast op ({device.type})", time_fn(run_op, device, warmup, reps),
             f"dense (Q, G) float32 scores, depth L={size.L}")
         del scores
     else:
