@@ -8,6 +8,7 @@ triton, timm or faiss, does not initialise CUDA, and succeeds even when the comp
 
 from . import metrics, ops, reference
 from ._native import get_num_threads, set_num_threads
+from .cluster_retrieve import cluster_retrieve
 from .graph import GalleryGraph
 from .index import ICFRRIndex
 from .knn import KNNResult, knn
@@ -22,6 +23,7 @@ __all__ = [
     "ICFRRIndex",
     "knn",
     "KNNResult",
+    "cluster_retrieve",
     "metrics",
     "ops",
     "reference",

@@ -14,6 +14,9 @@ from typing import List, Optional
 COMMANDS = {
     "rerank": ("icfrr_fast.commands.rerank", "re-rank cached distance matrices (qg_dists.pth, gg_dists.pth) with ICFRR"),
     "graph": ("icfrr_fast.commands.graph", "build the exact gallery graph from features (fused k-NN)"),
+    "demo": ("icfrr_fast.commands.demo", "ICFRR on real images: line-art emoji -> colour emoji, with a visual report"),
+    "train": ("icfrr_fast.commands.train", "train a retrieval backbone (timm ViT/CNN, ViT-x) from a YAML/TOML config"),
+    "features": ("icfrr_fast.commands.features", "extract and cache query/gallery features of a dataset"),
 }
 
 

@@ -5,7 +5,7 @@ Every op reads the same way (STYLE Part 2 §9):
     custom_op("icfrr_fast::<op>")  body = ``icfrr_fast.reference`` (the path for any device without a kernel)
     register_fake                  output shapes, for torch.compile / meta tensors
     register_kernel("cpu")         the C++ kernel in ``icfrr_fast._C``
-    register_kernel("cuda")        the Triton / CUDA kernel (registered by ``icfrr_fast.triton`` when available)
+    register_kernel("cuda")        the Triton kernel (section "CUDA kernels" at the end; imports triton lazily)
 
 Nothing below this module (C++, Triton) re-checks its arguments. Data checks (finite values, ids in range) cost one
 pass over the input; they run in the kernels on real tensors, never in the fakes.
@@ -20,7 +20,9 @@ Ops:
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import warnings
 from typing import Tuple
 
 import torch
@@ -38,7 +40,8 @@ KNN_METRICS = ("ip", "cosine", "l2", "l2sq")
 KNN_PRECISIONS = ("fp32", "bf16")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: devices with a native kernel per op; every other device runs the reference. Tests parametrise over this.
-KERNEL_DEVICES = {"dense_topk": ["cpu"], "icfrr_rerank": ["cpu"], "knn_topk": ["cpu"], "knn_scores": ["cpu"]}
+KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "knn_topk": ["cpu", "cuda"],
+                  "knn_scores": ["cpu"]}
 
 # Tests set this to fill kernel outputs with poison before the kernel runs, so an unwritten element fails them.
 _poison_outputs = False
@@ -373,3 +376,133 @@ def _(x, y, metric, precision):
 def _(x, y, metric, precision):
     _validate_knn_scores(x, y, metric, precision, check_data=True)
     return _cpu_knn(x, y, 1, metric, True, False, 0, precision, dense=True)[0]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# CUDA kernels (issue 4). CUDA tensors run the Triton kernels of ``icfrr_fast.triton``, imported here lazily so that
+# ``import icfrr_fast`` never imports triton or initialises CUDA. Without Triton (or beyond what a Triton kernel
+# holds on chip) icfrr_rerank runs the CUDA build of the shared C++ core (``_C`` compiled with nvcc) and otherwise,
+# like dense_topk, the reference on the GPU -- each with a one-time warning, never silently.
+# ------------------------------------------------------------------------------------------------------------------
+#: on-chip limits of the Triton kernels (icfrr_fast.triton.dense_topk.MAX_K = knn_topk.MAX_K,
+#: icfrr_rerank.MAX_DEPTH; a test checks they agree), kept here so that choosing a path never imports triton
+TRITON_MAX_K = 4096
+TRITON_MAX_DEPTH = 4096
+_warned: set = set()
+_triton_found: bool | None = None
+
+
+def _warn_once(key: tuple, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _triton_available() -> bool:
+    """Whether triton can be imported (looked up once, without importing it)."""
+    global _triton_found
+    if _triton_found is None:
+        _triton_found = importlib.util.find_spec("triton") is not None
+    return _triton_found
+
+
+def _cuda_build_available() -> bool:
+    """Whether ``_C`` was compiled with nvcc (it then carries the CUDA driver of the ICFRR core)."""
+    return _native.available() and bool(getattr(_native.load(), "has_cuda", False))
+
+
+def _cuda_stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _cuda_workers(Q: int, bytes_per_worker: int, device: torch.device) -> int:
+    """Worker threads of the CUDA-build ICFRR driver: one query each at a time, scratch within a quarter of the
+    free device memory (at most 4 GiB)."""
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 1 << 32
+    budget = min(free // 4, 4 << 30)
+    return max(1, min(Q, 1 << 16, budget // max(1, bytes_per_worker)))
+
+
+def _dense_topk_cuda(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int):
+    _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
+    if _triton_available() and k <= TRITON_MAX_K:
+        from .triton.dense_topk import dense_topk_triton
+
+        return dense_topk_triton(x, k, largest, exclude_self, row_offset, alloc=_alloc)
+    why = "triton is not installed" if not _triton_available() else f"k = {k} > {TRITON_MAX_K} (Triton on-chip limit)"
+    _warn_once(("dense_topk", why), f"icfrr_fast.dense_topk on CUDA: {why}; running the reference (a full stable "
+                                    f"sort per row) instead of the Triton kernel")
+    v, i = reference.dense_topk(x, k, largest=largest, exclude_self=exclude_self, row_offset=row_offset)
+    return v.contiguous(), i.contiguous()
+
+
+def _knn_topk_cuda(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
+                   precision: str):
+    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
+    if _triton_available() and k <= TRITON_MAX_K:
+        from .triton.knn_topk import knn_topk_triton
+
+        return knn_topk_triton(x, y, k, metric, largest, exclude_self, row_offset, precision, alloc=_alloc)
+    why = "triton is not installed" if not _triton_available() else f"k = {k} > {TRITON_MAX_K} (Triton on-chip limit)"
+    _warn_once(("knn_topk", why), f"icfrr_fast.knn_topk on CUDA: {why}; running the reference (a dense float64 "
+                                  f"(Q, G) matrix and a full sort per row) instead of the fused Triton kernel")
+    v, i = reference.knn_topk(x, y, k, metric=metric, exclude_self=exclude_self, largest=largest,
+                              row_offset=row_offset, precision=precision)
+    return v.to(_knn_out_dtype(x, precision)).contiguous(), i.contiguous()
+
+
+def _icfrr_rerank_cuda_build(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+                             early_stop):
+    """The CUDA driver of the shared core (``_C.icfrr_rerank_cuda``): exact for every depth, one query per thread."""
+    C = _native.load()
+    s = _as_kernel_float(scores)
+    nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
+    Q, G = s.shape
+    dev = s.device
+    values = _alloc((Q, k), torch.float32, dev)
+    indices = _alloc((Q, k), torch.int64, dev)
+    history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, dev)
+    if Q == 0:
+        return values, indices, history
+    per_worker = C.icfrr_rerank_cuda_scratch_bytes(G=G, K_g=nbr.shape[1], k_q=k_q, depth=depth)
+    workers = _cuda_workers(Q, per_worker, dev)
+    scratch = torch.empty(workers * per_worker, dtype=torch.uint8, device=dev)  # stream-ordered reuse after return
+    C.icfrr_rerank_cuda(
+        scores=s.data_ptr(), scores_is_double=s.dtype == torch.float64, score_stride=s.stride(0), largest=largest,
+        neighbors=nbr.data_ptr(), nbr_stride=nbr.stride(0), Q=Q, G=G, K_g=nbr.shape[1], k_q=k_q, beta=float(beta),
+        iters=iters, paper=semantics == "paper", depth=depth, k=k, early_stop=early_stop,
+        out_values=values.data_ptr(), out_indices=indices.data_ptr(),
+        out_history=history.data_ptr() if return_history else 0, scratch=scratch.data_ptr(), workers=workers,
+        stream=_cuda_stream(dev),
+    )
+    return values, indices, history
+
+
+def _icfrr_rerank_cuda(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+                       early_stop):
+    _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+                           early_stop, check_data=True)
+    args = (k_q, float(beta), iters, semantics, largest, depth, k, return_history, early_stop)
+    if _triton_available() and depth <= TRITON_MAX_DEPTH:
+        from .triton.icfrr_rerank import icfrr_rerank_triton
+
+        return icfrr_rerank_triton(_as_kernel_float(scores), neighbors, *args, alloc=_alloc)
+    why = ("triton is not installed" if not _triton_available()
+           else f"depth L = {depth} > {TRITON_MAX_DEPTH} candidates (Triton on-chip limit)")
+    if _cuda_build_available():
+        _warn_once(("icfrr_rerank", why, "cuda"), f"icfrr_fast.icfrr_rerank on CUDA: {why}; running the CUDA build "
+                                                  f"of the C++ core (one query per GPU thread, slower)")
+        return _icfrr_rerank_cuda_build(scores, neighbors, *args)
+    _warn_once(("icfrr_rerank", why, "reference"), f"icfrr_fast.icfrr_rerank on CUDA: {why} and icfrr_fast._C has no "
+                                                   f"CUDA build; running the dense reference (O(G^2) memory)")
+    v, i, h = reference.icfrr_rerank(scores, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
+                                     largest=largest, depth=depth, k=k, return_history=return_history,
+                                     early_stop=early_stop)
+    if h is None:
+        h = torch.empty((scores.shape[0], 0, k), dtype=torch.int64, device=scores.device)
+    return v, i, h
+
+
+dense_topk.register_kernel("cuda")(_dense_topk_cuda)
+icfrr_rerank.register_kernel("cuda")(_icfrr_rerank_cuda)
+knn_topk.register_kernel("cuda")(_knn_topk_cuda)

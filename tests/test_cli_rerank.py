@@ -58,6 +58,7 @@ def test_rerank_npy_inputs_and_k(tmp_path, cache):
     assert not [f for f in os.listdir(out.parent) if f.endswith(".tmp")]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_rerank_refuses_code_in_files(tmp_path, cache, capsys):
     path, *_ = cache
 

@@ -7,7 +7,7 @@ import torch
 
 import icfrr_fast
 from icfrr_fast import GalleryGraph, _native, ops, reference
-from tests._assertions import assert_rankings_equal, assert_values_equal
+from _assertions import assert_rankings_equal, assert_values_equal
 
 SIMD = [True, False]
 

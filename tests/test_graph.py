@@ -7,7 +7,7 @@ import icfrr_fast
 from icfrr_fast import GalleryGraph, reference
 from icfrr_fast.testing import cross_domain_features
 
-from tests._assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
+from _assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
 
 
 def _gallery(G=300, D=24, seed=0):

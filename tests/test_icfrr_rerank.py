@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import icfrr_fast
 from icfrr_fast import GalleryGraph, icfrr, ops, reference
 from icfrr_fast.testing import available_devices, cross_domain_features
-from tests._assertions import assert_rankings_equal, assert_values_equal
+from _assertions import assert_rankings_equal, assert_values_equal
 
 DEVICES = available_devices()
 
@@ -107,6 +107,9 @@ EDGE_CASES = {
     "all-equal": dict(G=33, Q=2, K=8, k_q=5, iters=5, constant=True),
     "large-k_q*K_g (64-bit packing)": dict(G=300, Q=2, K=299, k_q=300, iters=2),
     "G=257 (block size + 1)": dict(G=257, Q=2, K=31, k_q=17, iters=3),
+    "sparse path (k_q K_g < L)": dict(G=200, Q=3, K=3, k_q=4, iters=6),
+    "sparse path with depth": dict(G=200, Q=3, K=3, k_q=4, iters=6, depth=150),
+    "dense path, many voter changes": dict(G=60, Q=3, K=40, k_q=9, iters=8),
 }
 
 

@@ -7,7 +7,7 @@ import icfrr_fast
 from icfrr_fast import GalleryGraph, ICFRRIndex, ops, reference
 from icfrr_fast.testing import cross_domain_features
 
-from tests._assertions import assert_rankings_equal, assert_values_equal
+from _assertions import assert_rankings_equal, assert_values_equal
 
 
 @pytest.fixture

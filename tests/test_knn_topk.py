@@ -8,7 +8,7 @@ import torch
 import icfrr_fast
 from icfrr_fast import _native, ops, reference
 
-from tests._assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
+from _assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
 
 METRICS = ["ip", "cosine", "l2", "l2sq"]
 LARGEST = {"ip": True, "cosine": True, "l2": False, "l2sq": False}

@@ -24,18 +24,21 @@ namespace icfrr {
 /// Scratch of one worker (one query at a time). Sizes: G = gallery, L = depth.
 template <typename Acc>
 struct RerankScratch {
-  Acc* acc;                  ///< (G) packed votes; all zero between iterations
+  Acc* acc;                  ///< (G) packed votes of the current voters; all zero between queries
   int32_t* pos;              ///< (G) position of each item in the current order, -1 outside it; -1 between queries
   int32_t* order;            ///< (L) current order (gallery ids)
   int32_t* new_order;        ///< (L) merge output
-  double* slot;              ///< (L) v_p: initial scores sorted descending (fixed)
-  double* cur;               ///< (L) key of the item at position p (semantics "paper": its accumulated score)
+  double* slot;              ///< (L + 1) v_p: initial scores sorted descending (fixed); [L] = -inf sentinel
+  double* cur;               ///< (L + 1) key of the item at position p ("paper": its accumulated score); [L] = -inf
   double* new_cur;           ///< (L)
-  double* bkey;              ///< (L) key of the voted item at position p
-  uint8_t* boosted;          ///< (L) 1 when the item at position p was voted this iteration; zero between iterations
-  int32_t* touched;          ///< (G + 1) voted ids (sparse case)
+  double* bkey;              ///< (L + 1) key of the voted item at position p; [L] = -inf sentinel
+  uint8_t* boosted;          ///< (L) voted flags (sparse path); zero between iterations
+  int32_t* touched;          ///< (G + 1) voted ids (sparse path)
   Acc* touched_votes;        ///< (G + 1) their packed votes
-  int32_t* blist;            ///< (L) voted positions, then sorted by key
+  int32_t* blist;            ///< (L + 1) voted positions, sorted by key, then a sentinel L
+  int32_t* ulist;            ///< (L + 1) unvoted positions of the changing region, in order, then a sentinel L
+  int32_t* voters_in;        ///< (L + 1) items that became voters in the last iteration (dense path)
+  int32_t* voters_out;       ///< (L + 1) items that stopped being voters
   uint32_t* sort_keys;       ///< (G) radix keys (initial scores, then voted keys' high bits)
   uint32_t* sort_tmp_keys;   ///< (G)
   int32_t* init_ids;         ///< (G)
@@ -46,16 +49,17 @@ namespace detail {
 ICFRR_HD int64_t align8(int64_t n) { return (n + 7) & ~int64_t(7); }
 }  // namespace detail
 
-/// Bytes of scratch one worker needs (every section 8-byte aligned): about (2 G (sizeof(Acc) + 12) + 45 L) bytes.
+/// Bytes of scratch one worker needs (every section 8-byte aligned): about G (2 sizeof(Acc) + 24) + 57 L bytes.
 template <typename Acc>
 ICFRR_HD int64_t rerank_scratch_bytes(int64_t G, int64_t L) {
   using detail::align8;
-  return align8(G * sizeof(Acc)) + align8(G * 4) + 2 * align8(L * 4) + 4 * align8(L * 8) + align8(L) +
-         align8((G + 1) * 4) + align8((G + 1) * sizeof(Acc)) + align8(L * 4) + 4 * align8(G * 4);
+  return align8(G * sizeof(Acc)) + align8(G * 4) + 2 * align8(L * 4) + 3 * align8((L + 1) * 8) + align8(L * 8) +
+         align8(L) + align8((G + 1) * 4) + align8((G + 1) * sizeof(Acc)) + 4 * align8((L + 1) * 4) +
+         4 * align8(G * 4);
 }
 
 /// Lay the sections out in `buf` (rerank_scratch_bytes bytes, 8-byte aligned) and initialise the invariants
-/// (acc = 0, pos = -1, boosted = 0).
+/// (acc = 0, pos = -1, boosted = 0, sentinels).
 template <typename Acc>
 ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, int64_t G, int64_t L) {
   using detail::align8;
@@ -70,14 +74,17 @@ ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, int64_t G, int64_t L
   s.pos = reinterpret_cast<int32_t*>(take(G * 4));
   s.order = reinterpret_cast<int32_t*>(take(L * 4));
   s.new_order = reinterpret_cast<int32_t*>(take(L * 4));
-  s.slot = reinterpret_cast<double*>(take(L * 8));
-  s.cur = reinterpret_cast<double*>(take(L * 8));
+  s.slot = reinterpret_cast<double*>(take((L + 1) * 8));
+  s.cur = reinterpret_cast<double*>(take((L + 1) * 8));
   s.new_cur = reinterpret_cast<double*>(take(L * 8));
-  s.bkey = reinterpret_cast<double*>(take(L * 8));
+  s.bkey = reinterpret_cast<double*>(take((L + 1) * 8));
   s.boosted = reinterpret_cast<uint8_t*>(take(L));
   s.touched = reinterpret_cast<int32_t*>(take((G + 1) * 4));
   s.touched_votes = reinterpret_cast<Acc*>(take((G + 1) * sizeof(Acc)));
-  s.blist = reinterpret_cast<int32_t*>(take(L * 4));
+  s.blist = reinterpret_cast<int32_t*>(take((L + 1) * 4));
+  s.ulist = reinterpret_cast<int32_t*>(take((L + 1) * 4));
+  s.voters_in = reinterpret_cast<int32_t*>(take((L + 1) * 4));
+  s.voters_out = reinterpret_cast<int32_t*>(take((L + 1) * 4));
   s.sort_keys = reinterpret_cast<uint32_t*>(take(G * 4));
   s.sort_tmp_keys = reinterpret_cast<uint32_t*>(take(G * 4));
   s.init_ids = reinterpret_cast<int32_t*>(take(G * 4));
@@ -87,6 +94,10 @@ ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, int64_t G, int64_t L
     s.pos[j] = -1;
   }
   for (int64_t x = 0; x < L; ++x) s.boosted[x] = 0;
+  const double neg_inf = -__builtin_huge_val();
+  s.slot[L] = neg_inf;
+  s.cur[L] = neg_inf;
+  s.bkey[L] = neg_inf;
   return s;
 }
 
@@ -119,51 +130,71 @@ struct IterResult {
   bool voters_unchanged;  ///< the first K_q' items are the same set as before
 };
 
+/// What one query's iterations carry from one to the next.
+struct IterState {
+  bool dense;         ///< L <= K_q' K_g: (almost) every candidate is voted; votes are kept and updated
+  bool first;         ///< no votes accumulated yet
+  int64_t n_in = 0;   ///< voters_in / voters_out counts from the last iteration (dense path)
+  int64_t n_out = 0;
+  int64_t dirty_max = -1;  ///< semantics "reference": cur[p] != slot[p] possible up to here
+};
+
+/// acc[j] += SIGN * ((1 << SHIFT) + r) for the candidates j = n_i(r) of one voter i.
+template <bool FULL, int SIGN, typename Acc>
+ICFRR_HD void apply_votes(const RerankArgs& a, const RerankScratch<Acc>& w, int32_t voter) {
+  const int32_t* row = a.neighbors + static_cast<int64_t>(voter) * a.nbr_stride;
+  Acc inc = vote_increment<Acc>(0);
+  for (int64_t r = 0; r < a.K_g; ++r, ++inc) {
+    const int32_t j = row[r];
+    if (!FULL && w.pos[j] < 0) continue;
+    if (SIGN > 0) w.acc[j] += inc;
+    else w.acc[j] -= inc;
+  }
+}
+
 /// Step 2: one iteration over the scratch state. FULL: depth == G (every item is a candidate).
 template <bool FULL, typename Acc>
-ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch<Acc>& w, int64_t& dirty_max) {
-  const int64_t G = a.G;
+ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch<Acc>& w, IterState& st) {
+  const int64_t G = a.G, L = a.depth;
   Acc* acc = w.acc;
-  const int32_t* pos = w.pos;
+  const double* base = a.paper ? w.cur : w.slot;  // key of an item before its vote: its score, or its slot value
+  int64_t maxpos = -1, nb = 0, nu = 0;
 
-  // 2a. votes: acc[j] += (1 << SHIFT) + r for every voter i and rank r with j = n_i(r) a candidate. Nothing else
-  //     in this loop: a running count of distinct ids would chain every update to the previous load.
-  for (int64_t p = 0; p < kq; ++p) {
-    const int32_t* row = a.neighbors + static_cast<int64_t>(w.order[p]) * a.nbr_stride;
-    Acc inc = vote_increment<Acc>(0);
-    for (int64_t r = 0; r < a.K_g; ++r, ++inc) {
-      const int32_t j = row[r];
-      if (!FULL && pos[j] < 0) continue;
-      acc[j] += inc;
+  if (st.dense) {
+    // 2a. votes, kept across iterations: the first iteration adds all K_q' voters; later ones only the voters
+    //     that entered (+) and left (-) the first K_q' positions. Integer sums make this exact.
+    if (st.first) {
+      for (int64_t p = 0; p < kq; ++p) apply_votes<FULL, +1>(a, w, w.order[p]);
+      st.first = false;
+    } else {
+      for (int64_t x = 0; x < st.n_out; ++x) apply_votes<FULL, -1>(a, w, w.voters_out[x]);
+      for (int64_t x = 0; x < st.n_in; ++x) apply_votes<FULL, +1>(a, w, w.voters_in[x]);
     }
-  }
-
-  // 2b. keys of the voted items (marked by position, acc cleared for the next iteration) and the voted positions
-  //        in position order. Dense case (L <= votes, e.g. G = 10^4): one scan of the L positions. Sparse case
-  //        (G = 10^6): walk the voters' lists again, collecting each voted id once without a branch (a second
-  //        visit reads the cleared zero), then scan positions [0, max voted position].
-  int64_t maxpos = -1, nb = 0;
-  const int64_t n_votes = kq * a.K_g;
-  if (a.depth <= n_votes) {
-    for (int64_t p = 0; p < a.depth; ++p) {
-      const int32_t j = w.order[p];
-      const Acc v = acc[j];
-      if (v == 0) continue;
-      acc[j] = 0;
-      const double delta = vote_delta(vote_count(v), vote_rank_sum(v), G, kq);
-      const double base = a.paper ? w.cur[p] : w.slot[p];
-      w.bkey[p] = vote_key(base, a.beta, delta);
-      w.boosted[p] = 1;
-      w.blist[nb++] = static_cast<int32_t>(p);
-      maxpos = p;
+    // 2b. one scan of the L positions: keys of the voted items, voted and unvoted positions in position order.
+    int64_t nu_region = 0;
+    for (int64_t p = 0; p < L; ++p) {
+      const Acc v = acc[w.order[p]];
+      if (v != 0) {
+        w.bkey[p] = vote_key(base[p], a.beta, vote_delta(vote_count(v), vote_rank_sum(v), G, kq));
+        w.blist[nb++] = static_cast<int32_t>(p);
+        maxpos = p;
+        nu_region = nu;
+      } else {
+        w.ulist[nu++] = static_cast<int32_t>(p);
+      }
     }
+    nu = nu_region;  // unvoted positions after the last voted one do not move
   } else {
+    // 2a. votes from scratch (acc is zero): few voted items among many candidates.
+    for (int64_t p = 0; p < kq; ++p) apply_votes<FULL, +1>(a, w, w.order[p]);
+    // 2b. walk the voters' lists again, collecting each voted id once without a branch (a second visit reads the
+    //     cleared zero); keys of the voted items; then the voted/unvoted positions of [0, max voted position].
     int64_t nt = 0;
     for (int64_t pv = 0; pv < kq; ++pv) {
       const int32_t* row = a.neighbors + static_cast<int64_t>(w.order[pv]) * a.nbr_stride;
       for (int64_t r = 0; r < a.K_g; ++r) {
         const int32_t j = row[r];
-        if (!FULL && pos[j] < 0) continue;
+        if (!FULL && w.pos[j] < 0) continue;
         const Acc v = acc[j];
         acc[j] = 0;
         w.touched[nt] = j;
@@ -172,19 +203,23 @@ ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch
       }
     }
     for (int64_t x = 0; x < nt; ++x) {
-      const int32_t p = pos[w.touched[x]];
+      const int32_t p = w.pos[w.touched[x]];
       const Acc v = w.touched_votes[x];
-      const double delta = vote_delta(vote_count(v), vote_rank_sum(v), G, kq);
-      const double base = a.paper ? w.cur[p] : w.slot[p];
-      w.bkey[p] = vote_key(base, a.beta, delta);
+      w.bkey[p] = vote_key(base[p], a.beta, vote_delta(vote_count(v), vote_rank_sum(v), G, kq));
       w.boosted[p] = 1;
       if (p > maxpos) maxpos = p;
     }
-    for (int64_t p = 0; p <= maxpos; ++p)
-      if (w.boosted[p]) w.blist[nb++] = static_cast<int32_t>(p);
+    for (int64_t p = 0; p <= maxpos; ++p) {
+      const bool voted = w.boosted[p] != 0;
+      w.blist[nb] = static_cast<int32_t>(p);
+      w.ulist[nu] = static_cast<int32_t>(p);
+      nb += voted;
+      nu += !voted;
+      w.boosted[p] = 0;
+    }
   }
 
-  // 2c. stable sort of the voted positions by key, descending.
+  // 2c. stable sort of the voted positions by key, descending (they are in position order: ties stay so).
   if (nb <= 32) {
     for (int64_t x = 1; x < nb; ++x) {  // insertion sort: stable
       const int32_t p = w.blist[x];
@@ -200,51 +235,62 @@ ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch
     sort_by_u64_key(w.blist, nb, w.sort_keys, w.sort_tmp_keys, w.sort_tmp_ids,
                     [bkey](int32_t p) { return descending_key(bkey[p]); });
   }
+  w.blist[nb] = static_cast<int32_t>(L);  // sentinels: key -inf never wins against a finite key
+  w.ulist[nu] = static_cast<int32_t>(L);
 
-  // 2d. merge voted (sorted) with unvoted (in order) over positions [0, maxpos]. Stable: equal keys keep the
-  //     current order, i.e. the smaller current position goes first.
-  const double* ukeys = a.paper ? w.cur : w.slot;  // an unvoted item's key: its score, or its slot value
-  int64_t ib = 0, u = 0;
+  // 2d. merge voted (sorted) and unvoted (in order) over positions [0, maxpos], without branches. Voted items only
+  //     move up (delta > 0, beta >= 0), so nothing beyond maxpos moves. Stable: equal keys keep the current order
+  //     (the smaller current position first).
+  int64_t ib = 0, iu = 0;
   for (int64_t out = 0; out <= maxpos; ++out) {
-    while (u <= maxpos && w.boosted[u]) ++u;
-    bool take_voted;
-    if (ib >= nb) {
-      take_voted = false;
-    } else if (u > maxpos) {
-      take_voted = true;
-    } else {
-      const int32_t b = w.blist[ib];
-      take_voted = RankOrder<true>::before(w.bkey[b], b, ukeys[u], u);
-    }
-    if (take_voted) {
-      const int32_t b = w.blist[ib++];
-      w.new_order[out] = w.order[b];
-      w.new_cur[out] = w.bkey[b];
-    } else {
-      w.new_order[out] = w.order[u];
-      w.new_cur[out] = ukeys[u];
-      ++u;
-    }
+    const int32_t b = w.blist[ib], u = w.ulist[iu];
+    const double kb = w.bkey[b], ku = base[u];
+    const bool take_voted = RankOrder<true>::before(kb, b, ku, u);
+    const int32_t src = take_voted ? b : u;
+    w.new_order[out] = w.order[src];
+    w.new_cur[out] = take_voted ? kb : ku;
+    ib += take_voted;
+    iu += !take_voted;
   }
 
-  IterResult res{false, true};
+  // 2e. install the new order; note whether it changed and which items entered or left the voters.
+  bool changed = false;
+  int64_t n_in = 0, n_out = 0;
   for (int64_t x = 0; x <= maxpos; ++x) {
     const int32_t id = w.new_order[x];
-    if (x < kq && w.pos[id] >= kq) res.voters_unchanged = false;
-    if (id != w.order[x]) res.changed = true;
-  }
-  for (int64_t x = 0; x <= maxpos; ++x) {
-    const int32_t id = w.new_order[x];
+    const int32_t old = w.pos[id];
+    changed |= id != w.order[x];
+    w.voters_in[n_in] = id;
+    n_in += (x < kq) & (old >= kq);
+    w.voters_out[n_out] = id;
+    n_out += (x >= kq) & (old < kq);
     w.order[x] = id;
     w.pos[id] = static_cast<int32_t>(x);
     w.cur[x] = w.new_cur[x];
-    w.boosted[x] = 0;
   }
+  st.n_in = n_in;
+  st.n_out = n_out;
   if (!a.paper) {  // semantics "reference": unvoted positions beyond the region have key v_p again
-    for (int64_t x = maxpos + 1; x <= dirty_max; ++x) w.cur[x] = w.slot[x];
-    dirty_max = maxpos;
+    for (int64_t x = maxpos + 1; x <= st.dirty_max; ++x) w.cur[x] = w.slot[x];
+    st.dirty_max = maxpos;
   }
-  return res;
+  return IterResult{changed, n_in == 0};
+}
+
+/// Dense path: acc holds the votes of the last iteration's voters, a subset of the current first K_q' items and
+/// those that just left; zero the neighbour lists of both, or all of acc when that is less work.
+template <bool FULL, typename Acc>
+ICFRR_HD void clear_votes(const RerankArgs& a, int64_t kq, const RerankScratch<Acc>& w, const IterState& st) {
+  if (!st.dense || st.first) return;
+  if (a.G <= (kq + st.n_out) * a.K_g) {
+    for (int64_t j = 0; j < a.G; ++j) w.acc[j] = 0;
+    return;
+  }
+  for (int64_t x = 0; x < kq + st.n_out; ++x) {
+    const int32_t voter = x < kq ? w.order[x] : w.voters_out[x - kq];
+    const int32_t* row = a.neighbors + static_cast<int64_t>(voter) * a.nbr_stride;
+    for (int64_t r = 0; r < a.K_g; ++r) w.acc[row[r]] = 0;
+  }
 }
 
 template <typename Acc>
@@ -264,18 +310,21 @@ ICFRR_HD void rerank_query(const RerankArgs& a, int64_t q, const RerankScratch<A
   const T* scores = static_cast<const T*>(a.scores) + q * a.score_stride;
   detail::initial_order<T>(a, scores, w);
   if (a.out_history) detail::write_history(a, w, q, 0);
-  int64_t dirty_max = -1;
-  int64_t t = 1;
+  detail::IterState st;
+  st.dense = a.depth <= kq * a.K_g;
+  st.first = true;
   const bool full = a.depth == a.G;
+  int64_t t = 1;
   for (; t <= a.iters; ++t) {
-    const detail::IterResult r =
-        full ? detail::iterate<true>(a, kq, w, dirty_max) : detail::iterate<false>(a, kq, w, dirty_max);
+    const detail::IterResult r = full ? detail::iterate<true>(a, kq, w, st) : detail::iterate<false>(a, kq, w, st);
     if (a.out_history) detail::write_history(a, w, q, t);
     const bool fixed_point = !a.paper && !r.changed;  // exact: every later iteration repeats this one
     if (fixed_point || (a.early_stop && r.voters_unchanged)) break;
   }
   if (a.out_history)
     for (int64_t rest = t + 1; rest <= a.iters; ++rest) detail::write_history(a, w, q, rest);
+  if (full) detail::clear_votes<true>(a, kq, w, st);
+  else detail::clear_votes<false>(a, kq, w, st);
   const double sign = a.largest ? 1.0 : -1.0;
   for (int64_t p = 0; p < a.k; ++p) {
     a.out_values[q * a.k + p] = static_cast<float>(sign * w.cur[p]);

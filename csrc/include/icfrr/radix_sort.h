@@ -9,6 +9,15 @@
 
 namespace icfrr {
 
+/// Digit width of the radix sorts: 11 bits (3 passes over 32-bit keys, 24 KB of histograms) on the host; 8 bits
+/// (4 passes, 4 KB) in device code, where the histograms live in each thread's local memory. Either gives the same
+/// stable order.
+#if defined(__CUDA_ARCH__)
+constexpr int kRadixBits = 8;
+#else
+constexpr int kRadixBits = 11;
+#endif
+
 ICFRR_HD uint32_t float_bits(float v) {
 #if defined(__CUDA_ARCH__)
   return __float_as_uint(v);
@@ -48,7 +57,7 @@ ICFRR_HD uint64_t descending_key(double v) {
 /// Stable sort of keys[0..n) ascending, carrying payload along; tmp_keys/tmp_payload are scratch of size >= n.
 /// BITS-bit digits (11: 3 passes for 32-bit keys; 8 suits short arrays, whose cost is the histograms), all
 /// histograms in one pass; a pass whose digit is the same for every key is skipped.
-template <typename K, typename P, int BITS = 11>
+template <typename K, typename P, int BITS = kRadixBits>
 ICFRR_HD void radix_sort_pairs(K* keys, P* payload, int64_t n, K* tmp_keys, P* tmp_payload) {
   constexpr int kBits = BITS;
   constexpr int kBuckets = 1 << kBits;
