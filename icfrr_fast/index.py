@@ -146,10 +146,12 @@ class ICFRRIndex:
         if t.dtype in (torch.float16, torch.bfloat16):
             t = t.to(torch.float32)  # exact; the kernels compute in float32
         want = getattr(self, "features", None)
+        if want is not None and not isinstance(features, Tensor):
+            t = t.to(want.device)  # an array (numpy) goes where the index lives
+        if want is not None and t.device != want.device:
+            raise ValueError(f"{name} must be on the index's device {want.device}; got {t.device}")
         if want is not None and t.dtype != want.dtype:
             t = t.to(want.dtype)
-        if t.device.type != "cpu" and want is not None and t.device != want.device:
-            raise ValueError(f"{name} must be on the index's device {want.device}; got {t.device}")
         ops._check_finite(name, t)
         return t
 
@@ -174,16 +176,17 @@ class ICFRRIndex:
         all_features = torch.cat([self.features, new])
         bs = _default_batch_rows(G0 + N, K, self.d) if batch_size is None else int(batch_size)
         # 1. lists of the new items over the whole gallery (item G0 + r excluded from row r)
-        new_ids = torch.empty((N, K), dtype=torch.int32)
-        new_vals = torch.empty((N, K), dtype=torch.float32)
+        dev = self.features.device
+        new_ids = torch.empty((N, K), dtype=torch.int32, device=dev)
+        new_vals = torch.empty((N, K), dtype=torch.float32, device=dev)
         _knn_into(new, all_features, K, self._graph_metric, largest, True, G0, self.precision, new_vals, new_ids,
                   bs, self.progress, "new items")
         # 2. each existing list merged with its best new items; all new ids exceed the old ones, so a stable sort of
         #    [old list, new candidates] by value is exactly the (value, smaller id) order of a rebuild.
         Kn = min(K, N)
         old_ids, old_vals = self.graph.neighbors, self.graph.values
-        merged_ids = torch.empty((G0, K), dtype=torch.int32)
-        merged_vals = torch.empty((G0, K), dtype=torch.float32)
+        merged_ids = torch.empty((G0, K), dtype=torch.int32, device=dev)
+        merged_vals = torch.empty((G0, K), dtype=torch.float32, device=dev)
         for r0 in range(0, G0, bs):
             r1 = min(G0, r0 + bs)
             cv, ci = ops.knn_topk(self.features[r0:r1], new, Kn, self._graph_metric, largest, False, 0,
@@ -249,9 +252,10 @@ class ICFRRIndex:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         if isinstance(beta, int) and not isinstance(beta, bool):
             beta = float(beta)
-        D_out = torch.empty((Q, k), dtype=torch.float32)
-        I_out = torch.empty((Q, k), dtype=torch.int64)
-        H_out = torch.empty((Q, iters + 1, k), dtype=torch.int64) if return_history else None
+        dev = self.features.device
+        D_out = torch.empty((Q, k), dtype=torch.float32, device=dev)
+        I_out = torch.empty((Q, k), dtype=torch.int64, device=dev)
+        H_out = torch.empty((Q, iters + 1, k), dtype=torch.int64, device=dev) if return_history else None
         for q0 in range(0, Q, B):
             qb = q[q0:q0 + B]
             if L == G:
@@ -274,6 +278,7 @@ class ICFRRIndex:
         """
         vals, ids = ops.knn_topk(qb, self.features, L, self.metric, largest, False, 0, self.precision)
         worst = torch.finfo(vals.dtype).max
-        scores = torch.full((qb.shape[0], self.ntotal), worst if not largest else -worst, dtype=vals.dtype)
+        scores = torch.full((qb.shape[0], self.ntotal), worst if not largest else -worst, dtype=vals.dtype,
+                            device=vals.device)
         scores.scatter_(1, ids, vals)
         return scores
