@@ -96,7 +96,10 @@ class GalleryGraph:
         """Exact k-NN graph of the gallery, straight from features with the fused k-NN (never a G x G matrix).
 
         Item i itself is excluded by index (DESIGN §2), ties go to the smaller index. Memory: the graph (G k int32,
-        plus G k float32 values when kept), a packed copy of g, and one batch of (batch_size, k) results.
+        plus G k float32 values when kept), a packed copy of g, and one batch of (batch_size, k) results. When the
+        kernel's symmetric build applies (float32 on CPU, D >= 384, its per-row collectors within ~1 GiB) and no
+        ``batch_size`` is given, the whole graph is one call that computes each pair of items once (half the
+        FLOPs; the progress bar then advances once, at the end).
 
         Args:
             g: (G, D) float16/bfloat16/float32/float64 gallery features, G >= 2.
