@@ -18,7 +18,7 @@ import torch
 import triton  # noqa: F401  -- no skip: without triton these tests must fail, not vanish
 
 from icfrr_fast import _native, ops, reference
-from tests._assertions import assert_rankings_equal, assert_values_equal
+from _assertions import assert_rankings_equal, assert_values_equal
 
 
 def _problem(Q=3, G=30, K_g=5, seed=0):

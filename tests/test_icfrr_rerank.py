@@ -110,6 +110,10 @@ EDGE_CASES = {
     "sparse path (k_q K_g < L)": dict(G=200, Q=3, K=3, k_q=4, iters=6),
     "sparse path with depth": dict(G=200, Q=3, K=3, k_q=4, iters=6, depth=150),
     "dense path, many voter changes": dict(G=60, Q=3, K=40, k_q=9, iters=8),
+    # the coarse-key sort: one outlier crowds all other keys into a few coarse buckets (runs longer than 32)
+    "outlier crowds the keys": dict(G=300, Q=2, K=20, k_q=30, iters=4, outlier=1e9),
+    # keys whose range overflows to inf (no scale factor): the exact 64-bit path
+    "range overflows": dict(G=80, Q=2, K=10, k_q=12, iters=3, outlier=1.5e308),
 }
 
 
@@ -122,6 +126,10 @@ def test_edge_cases(device, semantics, case):
     scores = _scores(c["Q"], c["G"], gen, tied=c.get("tied", False))
     if c.get("constant"):
         scores = torch.full_like(scores, 0.25)
+    if c.get("outlier"):
+        scores = scores * 1e-12
+        scores[:, 3] = c["outlier"]
+        scores[:, 5] = -c["outlier"]
     nb = _graph(c["G"], c["K"], gen)
     for early_stop in (False, True):
         got, want = _both(scores.to(device), nb.to(device), k_q=c["k_q"], beta=0.5, iters=c["iters"],

@@ -14,7 +14,7 @@ import triton  # noqa: F401  -- no skip: without triton these tests must fail, n
 
 from icfrr_fast import ops, reference
 from icfrr_fast.triton import dense_topk as tri
-from tests._assertions import assert_rankings_equal, assert_values_equal
+from _assertions import assert_rankings_equal, assert_values_equal
 
 CASES = [
     pytest.param(dict(R=5, C=37, k=5), id="C=37-k=5"),

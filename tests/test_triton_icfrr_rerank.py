@@ -16,7 +16,7 @@ import triton  # noqa: F401  -- no skip: without triton these tests must fail, n
 from icfrr_fast import ops, reference
 from icfrr_fast.testing import cross_domain_features
 from icfrr_fast.triton import icfrr_rerank as tri
-from tests._assertions import assert_rankings_equal, assert_values_equal
+from _assertions import assert_rankings_equal, assert_values_equal
 
 
 def _graph(G: int, K: int, seed: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import triton  # noqa: F401  -- no skip: without triton these tests must fail, n
 from icfrr_fast import ops, reference
 from icfrr_fast.triton import knn_topk as tri
 from icfrr_fast.triton._launch import SelectConfig
-from tests._assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
+from _assertions import assert_knn_equal_with_ties, assert_rankings_equal, assert_values_equal
 
 
 def _int_features(n: int, d: int, dtype: torch.dtype, seed: int) -> torch.Tensor:

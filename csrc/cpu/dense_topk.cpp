@@ -1,6 +1,6 @@
 // CPU driver of dense_topk (see include/icfrr/dense_topk.h): rows in parallel, each by threshold selection.
 //
-// Per row of C values, top k: (1) estimate a threshold from a strided sample of <= 512 values, generous enough
+// Per row of C values, top k: (1) estimate a threshold from a sample of 512 values (32 runs of 16), generous enough
 // that at least k values pass it with high probability; (2) one branchless pass collects the (value, column) pairs
 // that pass, in column order; (3) a stable radix sort of those by value gives the exact top k with ties to the
 // smaller column (RankOrder's rule). If fewer than k
@@ -124,14 +124,18 @@ inline uint64_t rank_key(double v) {
 template <typename T, bool LARGEST>
 void select_row(const T* x, int64_t C, int64_t k, int64_t skip, RowScratch<T>& s, T* out_v, int64_t* out_i) {
   using Order = RankOrder<LARGEST>;
-  // (1) threshold from a strided sample (deterministic), unless the row is short.
-  bool use_threshold = C > 4 * k + 64;
+  // (1) threshold from a sample (deterministic), unless the row is short.
+  bool use_threshold = C > 4 * k + 64 && C >= 1024;
   T thr = T(0);
   if (use_threshold) {
-    const int64_t m = std::min<int64_t>(C, 512);
-    const int64_t stride = C / m;
+    // 32 contiguous chunks of 16 values spread over the row: 32-64 cache lines instead of one line per sampled
+    // value (a strided sample touched nearly every line of the row once more, at memory latency)
+    constexpr int64_t kChunks = 32, kChunk = 16;
+    const int64_t m = kChunks * kChunk;  // C > 4k + 64 >= 68 here, and C >= m is ensured below
     s.sample.resize(m);
-    for (int64_t t = 0; t < m; ++t) s.sample[t] = x[t * stride];
+    const int64_t step = (C - kChunk) / (kChunks - 1);
+    for (int64_t c = 0; c < kChunks; ++c)
+      for (int64_t t = 0; t < kChunk; ++t) s.sample[c * kChunk + t] = x[c * step + t];
     const double expected = static_cast<double>(k) * m / C;  // sample ranks expected above the k-th best
     const int64_t r = static_cast<int64_t>(expected + 3.0 * std::sqrt(expected) + 4.0);
     if (r >= m) {

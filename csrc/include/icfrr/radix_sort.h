@@ -133,4 +133,49 @@ ICFRR_HD void sort_by_u64_key(P* items, int64_t n, uint32_t* coarse, uint32_t* t
   }
 }
 
+/// Stable sort of items[0..n) by a double key, descending (ties keep the input order), given the keys' range
+/// [kmin, kmax]. A radix sort by a coarse key c = (kmax - key) * (2^22 - 1) / (kmax - kmin), truncated to 22 bits
+/// (2 passes of 11 bits), then an insertion sort by the exact key inside each run of equal c. c is a monotone
+/// function of the key (IEEE subtraction and multiplication round monotonically), so the runs are already in
+/// order with respect to each other and the result is exact; runs are almost always of length 1.
+/// coarse/tmp_coarse: scratch of size >= n; tmp_items: scratch of size >= n.
+template <typename P, typename KeyOf>
+ICFRR_HD void sort_desc_by_double(P* items, int64_t n, uint32_t* coarse, uint32_t* tmp_coarse, P* tmp_items,
+                                  KeyOf key_of, double kmin, double kmax) {
+  if (n <= 1) return;
+  constexpr double kTop = 4194303.0;  // 2^22 - 1
+  const double range = kmax - kmin;
+  const double scale = kTop / range;
+  auto exact = [&key_of](P item) { return descending_key(key_of(item)); };
+  if (!(range > 0.0) || !(range < __builtin_huge_val()) || !(scale > 0.0) || !(scale < __builtin_huge_val())) {
+    sort_by_u64_key(items, n, coarse, tmp_coarse, tmp_items, exact);  // equal keys, or a range that cannot scale
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const double c = (kmax - key_of(items[i])) * scale;
+    coarse[i] = c < kTop ? static_cast<uint32_t>(c) : static_cast<uint32_t>(kTop);
+  }
+  radix_sort_pairs(coarse, items, n, tmp_coarse, tmp_items);
+  int64_t start = 0;
+  while (start < n) {
+    int64_t end = start + 1;
+    while (end < n && coarse[end] == coarse[start]) ++end;
+    if (end - start > 32) {  // a crowded run (keys bunched far from an outlier): exact radix, never quadratic
+      sort_by_u64_key(items + start, end - start, coarse + start, tmp_coarse, tmp_items, exact);
+    } else {
+      for (int64_t x = start + 1; x < end; ++x) {  // stable insertion sort of the run, descending
+        const P item = items[x];
+        const double key = key_of(item);
+        int64_t y = x;
+        while (y > start && key_of(items[y - 1]) < key) {
+          items[y] = items[y - 1];
+          --y;
+        }
+        items[y] = item;
+      }
+    }
+    start = end;
+  }
+}
+
 }  // namespace icfrr
