@@ -156,9 +156,10 @@ ICFRR_HD void sort_desc_by_double(P* items, int64_t n, uint32_t* coarse, uint32_
     coarse[i] = c < kTop ? static_cast<uint32_t>(c) : static_cast<uint32_t>(kTop);
   }
   radix_sort_pairs(coarse, items, n, tmp_coarse, tmp_items);
-  int64_t start = 0;
-  while (start < n) {
-    int64_t end = start + 1;
+  for (int64_t i = 1; i < n; ++i) {  // runs of equal coarse keys (rare): order them by the exact key
+    if (coarse[i] != coarse[i - 1]) continue;
+    const int64_t start = i - 1;
+    int64_t end = i + 1;
     while (end < n && coarse[end] == coarse[start]) ++end;
     if (end - start > 32) {  // a crowded run (keys bunched far from an outlier): exact radix, never quadratic
       sort_by_u64_key(items + start, end - start, coarse + start, tmp_coarse, tmp_items, exact);
@@ -174,7 +175,7 @@ ICFRR_HD void sort_desc_by_double(P* items, int64_t n, uint32_t* coarse, uint32_
         items[y] = item;
       }
     }
-    start = end;
+    i = end;  // coarse[start, end) may now be scratch; the next comparison is coarse[end + 1] vs coarse[end]
   }
 }
 
