@@ -44,6 +44,34 @@ T* as_ptr(uintptr_t p) {
   return reinterpret_cast<T*>(p);
 }
 
+/// RerankArgs from the integer pointers and sizes that both the CPU and the CUDA bindings receive.
+icfrr::RerankArgs rerank_args(uintptr_t scores, bool scores_is_double, int64_t score_stride, bool largest,
+                              uintptr_t neighbors, int64_t nbr_stride, int64_t Q, int64_t G, int64_t K_g, int64_t k_q,
+                              double beta, int64_t iters, bool paper, int64_t depth, int64_t k, bool early_stop,
+                              uintptr_t out_values, uintptr_t out_indices, uintptr_t out_history) {
+  icfrr::RerankArgs a;
+  a.scores = as_ptr<const void>(scores);
+  a.scores_is_double = scores_is_double;
+  a.score_stride = score_stride;
+  a.largest = largest;
+  a.neighbors = as_ptr<const int32_t>(neighbors);
+  a.nbr_stride = nbr_stride;
+  a.Q = Q;
+  a.G = G;
+  a.K_g = K_g;
+  a.k_q = k_q;
+  a.beta = beta;
+  a.iters = iters;
+  a.paper = paper;
+  a.depth = depth;
+  a.k = k;
+  a.early_stop = early_stop;
+  a.out_values = as_ptr<float>(out_values);
+  a.out_indices = as_ptr<int64_t>(out_indices);
+  a.out_history = as_ptr<int64_t>(out_history);
+  return a;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -55,26 +83,9 @@ PYBIND11_MODULE(_C, m) {
          int64_t nbr_stride, int64_t Q, int64_t G, int64_t K_g, int64_t k_q, double beta, int64_t iters, bool paper,
          int64_t depth, int64_t k, bool early_stop, uintptr_t out_values, uintptr_t out_indices,
          uintptr_t out_history, int num_threads) {
-        icfrr::RerankArgs a;
-        a.scores = as_ptr<const void>(scores);
-        a.scores_is_double = scores_is_double;
-        a.score_stride = score_stride;
-        a.largest = largest;
-        a.neighbors = as_ptr<const int32_t>(neighbors);
-        a.nbr_stride = nbr_stride;
-        a.Q = Q;
-        a.G = G;
-        a.K_g = K_g;
-        a.k_q = k_q;
-        a.beta = beta;
-        a.iters = iters;
-        a.paper = paper;
-        a.depth = depth;
-        a.k = k;
-        a.early_stop = early_stop;
-        a.out_values = as_ptr<float>(out_values);
-        a.out_indices = as_ptr<int64_t>(out_indices);
-        a.out_history = as_ptr<int64_t>(out_history);
+        icfrr::RerankArgs a = rerank_args(scores, scores_is_double, score_stride, largest, neighbors, nbr_stride, Q, G,
+                                          K_g, k_q, beta, iters, paper, depth, k, early_stop, out_values,
+                                          out_indices, out_history);
         a.num_threads = num_threads;
         run_interruptible([&](icfrr::InterruptPoll poll) { return icfrr::icfrr_rerank_cpu(a, poll); });
       },
@@ -156,49 +167,24 @@ PYBIND11_MODULE(_C, m) {
 #ifdef ICFRR_WITH_CUDA
   m.attr("has_cuda") = true;
   // ---- CUDA drivers (issue 4): device pointers and the stream as integers; validated by icfrr_fast/ops.py ----
-  auto cuda_args = [](uintptr_t scores, bool scores_is_double, int64_t score_stride, bool largest, uintptr_t neighbors,
-                      int64_t nbr_stride, int64_t Q, int64_t G, int64_t K_g, int64_t k_q, double beta, int64_t iters,
-                      bool paper, int64_t depth, int64_t k, bool early_stop, uintptr_t out_values,
-                      uintptr_t out_indices, uintptr_t out_history) {
-    icfrr::RerankArgs a;
-    a.scores = as_ptr<const void>(scores);
-    a.scores_is_double = scores_is_double;
-    a.score_stride = score_stride;
-    a.largest = largest;
-    a.neighbors = as_ptr<const int32_t>(neighbors);
-    a.nbr_stride = nbr_stride;
-    a.Q = Q;
-    a.G = G;
-    a.K_g = K_g;
-    a.k_q = k_q;
-    a.beta = beta;
-    a.iters = iters;
-    a.paper = paper;
-    a.depth = depth;
-    a.k = k;
-    a.early_stop = early_stop;
-    a.out_values = as_ptr<float>(out_values);
-    a.out_indices = as_ptr<int64_t>(out_indices);
-    a.out_history = as_ptr<int64_t>(out_history);
-    return a;
-  };
   m.def(
       "icfrr_rerank_cuda_scratch_bytes",
-      [cuda_args](int64_t G, int64_t K_g, int64_t k_q, int64_t depth) {
-        icfrr::RerankArgs a = cuda_args(0, false, 0, true, 0, 0, 0, G, K_g, k_q, 0.0, 0, false, depth, 1, false, 0, 0, 0);
+      [](int64_t G, int64_t K_g, int64_t k_q, int64_t depth) {
+        const icfrr::RerankArgs a =
+            rerank_args(0, false, 0, true, 0, 0, 0, G, K_g, k_q, 0.0, 0, false, depth, 1, false, 0, 0, 0);
         return icfrr::icfrr_rerank_cuda_scratch_bytes(a);
       },
       py::arg("G"), py::arg("K_g"), py::arg("k_q"), py::arg("depth"),
       "Bytes of device scratch per worker thread of icfrr_rerank_cuda.");
   m.def(
       "icfrr_rerank_cuda",
-      [cuda_args](uintptr_t scores, bool scores_is_double, int64_t score_stride, bool largest, uintptr_t neighbors,
-                  int64_t nbr_stride, int64_t Q, int64_t G, int64_t K_g, int64_t k_q, double beta, int64_t iters,
-                  bool paper, int64_t depth, int64_t k, bool early_stop, uintptr_t out_values, uintptr_t out_indices,
-                  uintptr_t out_history, uintptr_t scratch, int64_t workers, uintptr_t stream) {
-        icfrr::RerankArgs a = cuda_args(scores, scores_is_double, score_stride, largest, neighbors, nbr_stride, Q, G,
-                                        K_g, k_q, beta, iters, paper, depth, k, early_stop, out_values, out_indices,
-                                        out_history);
+      [](uintptr_t scores, bool scores_is_double, int64_t score_stride, bool largest, uintptr_t neighbors,
+         int64_t nbr_stride, int64_t Q, int64_t G, int64_t K_g, int64_t k_q, double beta, int64_t iters, bool paper,
+         int64_t depth, int64_t k, bool early_stop, uintptr_t out_values, uintptr_t out_indices,
+         uintptr_t out_history, uintptr_t scratch, int64_t workers, uintptr_t stream) {
+        const icfrr::RerankArgs a = rerank_args(scores, scores_is_double, score_stride, largest, neighbors,
+                                                nbr_stride, Q, G, K_g, k_q, beta, iters, paper, depth, k, early_stop,
+                                                out_values, out_indices, out_history);
         int err;
         {
           py::gil_scoped_release release;  // the launch is asynchronous; nothing here touches Python

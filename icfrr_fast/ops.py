@@ -78,6 +78,18 @@ def _check_bool(name: str, v) -> None:
     torch._check_type(isinstance(v, bool), lambda: f"{name} must be a bool; got {type(v).__name__}")
 
 
+def _check_k_and_self(k: int, rows: int, cols: int, exclude_self: bool, row_offset: int, self_needs: str,
+                      cols_name: str) -> None:
+    """k of a top-k over `cols` columns, where row r skips column row_offset + r when exclude_self."""
+    _check_bool("exclude_self", exclude_self)
+    _check_int("row_offset", row_offset, 0)
+    if exclude_self:
+        torch._check_value(row_offset + rows <= cols,
+                           lambda: f"exclude_self needs {self_needs}; got {row_offset} + {rows} > {cols}")
+    _check_int("k", k, 1, cols - 1 if exclude_self else cols,
+               f" ({cols_name}" + (" - 1 with exclude_self)" if exclude_self else ")"))
+
+
 def _check_finite(name: str, t: Tensor) -> None:
     """Data check, one pass without a temporary of t's size: min and max are finite iff every value is (NaN
     propagates through both)."""
@@ -103,18 +115,10 @@ def _validate_dense_topk(x: Tensor, k: int, largest: bool, exclude_self: bool, r
                          check_data: bool = False) -> None:
     _check_float_matrix("x", x)
     _check_bool("largest", largest)
-    _check_bool("exclude_self", exclude_self)
     R, C = x.shape
     torch._check_value(C < 2**31 - 1, lambda: f"x must have fewer than 2^31 - 1 columns; got {C}")
-    _check_int("row_offset", row_offset, 0)
-    if exclude_self:
-        torch._check_value(
-            row_offset + R <= C,
-            lambda: f"exclude_self needs every row's own column: row_offset + rows <= columns; "
-            f"got {row_offset} + {R} > {C}",
-        )
-    _check_int("k", k, 1, C - 1 if exclude_self else C, " (columns" + (" - 1 with exclude_self)" if exclude_self
-                                                                       else ")"))
+    _check_k_and_self(k, R, C, exclude_self, row_offset, "every row's own column: row_offset + rows <= columns",
+                      "columns")
     if check_data:
         _check_finite("x", x)
 
@@ -276,18 +280,9 @@ def _validate_knn_topk(x: Tensor, y: Tensor, k: int, metric: str, largest: bool,
                        row_offset: int, precision: str, check_data: bool = False) -> None:
     _validate_knn_inputs(x, y, metric, precision, check_data)
     Q, G = x.shape[0], y.shape[0]
-    torch._check_type(isinstance(largest, bool), lambda: f"largest must be a bool; got {type(largest).__name__}")
-    torch._check_type(isinstance(exclude_self, bool),
-                      lambda: f"exclude_self must be a bool; got {type(exclude_self).__name__}")
-    _check_int("row_offset", row_offset, 0)
-    if exclude_self:
-        torch._check_value(
-            row_offset + Q <= G,
-            lambda: f"exclude_self needs every row of x to be an item of y: row_offset + Q <= G; "
-            f"got {row_offset} + {Q} > {G}",
-        )
-    _check_int("k", k, 1, G - 1 if exclude_self else G,
-               " (the gallery size G" + (" - 1 with exclude_self)" if exclude_self else ")"))
+    _check_bool("largest", largest)
+    _check_k_and_self(k, Q, G, exclude_self, row_offset, "every row of x to be an item of y: row_offset + Q <= G",
+                      "the gallery size G")
 
 
 @torch.library.custom_op("icfrr_fast::knn_topk", mutates_args=())

@@ -8,6 +8,7 @@ problem size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Tuple
 
 import torch
 
@@ -65,6 +66,21 @@ class SelectConfig:
         kp = max(16, next_pow2(k))
         qc = 2 * self.block_n
         return dict(KP=kp, QC=qc, CH=min(qc, kp), MR=max(1, min(self.block_m, self.merge_pairs // kp)))
+
+
+def collector_scratch(programs: int, block_m: int, shape: dict, device) -> Tuple[torch.Tensor, ...]:
+    """Per-program scratch of the top-K collector (``_collector.py``), in kernel argument order: fill counts,
+    threshold (value, id), queue (key, id) of QC slots and buffer (key, position) of KP slots, per row of a block."""
+    P, bm, dev = programs, block_m, device
+    return (
+        torch.empty((P, bm), dtype=torch.int32, device=dev),
+        torch.empty((P, bm), dtype=torch.float64, device=dev),
+        torch.empty((P, bm), dtype=torch.int32, device=dev),
+        torch.empty((P, bm, shape["QC"]), dtype=torch.int64, device=dev),
+        torch.empty((P, bm, shape["QC"]), dtype=torch.int32, device=dev),
+        torch.empty((P, bm, shape["KP"]), dtype=torch.int64, device=dev),
+        torch.empty((P, bm, shape["KP"]), dtype=torch.int32, device=dev),
+    )
 
 
 def empty(shape, dtype: torch.dtype, device) -> torch.Tensor:

@@ -17,7 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._collector import flush, reset_buffer, select_tile, write_topk
-from ._launch import SelectConfig, empty, interpreted, persistent_programs
+from ._launch import SelectConfig, collector_scratch, empty, interpreted, persistent_programs
 
 __all__ = ["knn_topk_triton", "KNN_CONFIGS", "METRICS", "MAX_K"]
 
@@ -188,13 +188,7 @@ def knn_topk_triton(
     n_blocks = triton.cdiv(Q, config.block_m)
     P = persistent_programs(dev, n_blocks, config.per_sm)
     bm = config.block_m
-    fill = torch.empty((P, bm), dtype=torch.int32, device=dev)
-    thr_v = torch.empty((P, bm), dtype=torch.float64, device=dev)
-    thr_i = torch.empty((P, bm), dtype=torch.int32, device=dev)
-    qk = torch.empty((P, bm, shape["QC"]), dtype=torch.int64, device=dev)
-    qi = torch.empty((P, bm, shape["QC"]), dtype=torch.int32, device=dev)
-    bk = torch.empty((P, bm, shape["KP"]), dtype=torch.int64, device=dev)
-    bp = torch.empty((P, bm, shape["KP"]), dtype=torch.int32, device=dev)
+    fill, thr_v, thr_i, qk, qi, bk, bp = collector_scratch(P, bm, shape, dev)
     kernel[(P,)](
         values, indices, values.stride(0), x, x.stride(0), y, y.stride(0), xn, yn, fill, thr_v, thr_i, qk, qi,
         bk, bp, Q, G, D, k, row_offset, P,
