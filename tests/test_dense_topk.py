@@ -35,6 +35,32 @@ def test_matches_reference(simd, largest, R, C, k):
     _check(x, k, largest)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("largest", [True, False], ids=["largest", "smallest"])
+def test_threshold_and_sort_paths(simd, largest, dtype):
+    """Rows long enough for the sampled threshold: its small-r (kept list) and large-r (nth_element) selections,
+    sorted rows (the sample sees one end only), and outliers that crowd the coarse sort keys into one run."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 5000, generator=gen, dtype=dtype)
+    for k in (1, 256, 1000):  # r = 4, 45, 136 sampled ranks
+        _check(x, k, largest)
+        _check(x.sort(dim=1).values, k, largest)
+        _check(x.sort(dim=1, descending=True).values, k, largest, exclude_self=True)
+    crowded = x * 1e-20
+    crowded[:, 100] = 1e30
+    crowded[:, 200] = -1e30
+    _check(crowded, 300, largest)
+    tiny = torch.full((3, 2000), 1.0, dtype=dtype)
+    tiny[:, ::7] = torch.nextafter(torch.tensor(1.0, dtype=dtype), torch.tensor(2.0, dtype=dtype))
+    _check(tiny, 400, largest)  # two adjacent values: ties decided by the column
+    _check(torch.full((2, 3000), 2.5, dtype=dtype), 5, largest)  # a sample of equal values
+    if dtype == torch.float64:  # a sample whose range overflows
+        huge = x.clone()
+        huge[:, ::50] = 1.5e308
+        huge[:, 1::50] = -1.5e308
+        _check(huge, 300, largest)
+
+
 @pytest.mark.parametrize("largest", [True, False], ids=["largest", "smallest"])
 def test_ties_go_to_the_smaller_index(simd, largest):
     x = torch.randint(0, 3, (8, 3000)).float()  # massive ties, values on the threshold

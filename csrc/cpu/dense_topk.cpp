@@ -2,11 +2,11 @@
 //
 // Per row of C values, top k: (1) estimate a threshold from a sample of 512 values (32 runs of 16), generous enough
 // that at least k values pass it with high probability; (2) one branchless pass collects the (value, column) pairs
-// that pass, in column order; (3) a stable radix sort of those by value gives the exact top k with ties to the
-// smaller column (RankOrder's rule). If fewer than k
+// that pass, in column order; (3) a stable sort of those by value (radix by a coarse key, exact inside runs) gives
+// the exact top k with ties to the smaller column (RankOrder's rule). If fewer than k
 // pass (an unlucky estimate), the row is redone with every column as a candidate, so the result is exact always:
 // the true top k all rank at or before the k-th best value, hence pass any threshold that >= k values pass.
-// Cost ~ C (filter) + 4 c (c ~ 2k candidates, 8-bit radix passes) per row, no heap.
+// Cost ~ C (filter) + 2 c (c ~ 2k candidates, two 8-bit radix passes) per row, no heap.
 #include "icfrr/dense_topk.h"
 
 #include <algorithm>
@@ -111,40 +111,76 @@ int64_t drop_column(T* cv, int32_t* ci, int64_t n, int64_t skip) {
   return w;
 }
 
-/// Radix key whose ascending order is RankOrder<LARGEST>'s order of values (ties are left to stability).
-template <bool LARGEST>
-inline uint32_t rank_key(float v) {
-  return LARGEST ? descending_key(v) : ~descending_key(v);
+/// A sample value that at least r + 1 of the m sample values do not rank after (RankOrder<LARGEST>), near the
+/// r-th best: the values, scaled to the sample's range, go into 512 buckets (best first), and the threshold is the
+/// worst value of the bucket where the running count reaches r + 1. One pass without data-dependent branches
+/// (std::nth_element's partitions mispredict about every other comparison, and cost 3x more here).
+template <typename T, bool LARGEST>
+T sample_threshold(T* v, int64_t m, int64_t r) {
+  constexpr int kBuckets = 512;
+  const double sign = LARGEST ? 1.0 : -1.0;  // w = sign * v: larger is better
+  double lo = __builtin_huge_val(), hi = -__builtin_huge_val();
+  for (int64_t i = 0; i < m; ++i) {
+    const double w = sign * static_cast<double>(v[i]);
+    lo = w < lo ? w : lo;
+    hi = w > hi ? w : hi;
+  }
+  const double scale = (kBuckets - 1) / (hi - lo);
+  if (!(hi > lo) || !(scale > 0.0) || !(scale < __builtin_huge_val())) {  // all equal, or an unscalable range
+    std::nth_element(v, v + r, v + m, [](T a, T b) { return RankOrder<LARGEST>::value_before(a, b); });
+    return v[r];
+  }
+  uint32_t count[kBuckets] = {};
+  double worst[kBuckets];
+  for (int b = 0; b < kBuckets; ++b) worst[b] = __builtin_huge_val();
+  for (int64_t i = 0; i < m; ++i) {
+    const double w = sign * static_cast<double>(v[i]);
+    const double f = (hi - w) * scale;
+    const int b = f < kBuckets - 1 ? static_cast<int>(f) : kBuckets - 1;
+    count[b]++;
+    worst[b] = w < worst[b] ? w : worst[b];
+  }
+  int64_t run = 0;
+  for (int b = 0; b < kBuckets; ++b) {
+    run += count[b];
+    if (run > r) return static_cast<T>(sign * worst[b]);
+  }
+  return static_cast<T>(sign * lo);  // not reached: run ends at m > r
 }
-template <bool LARGEST>
-inline uint64_t rank_key(double v) {
-  return LARGEST ? descending_key(v) : ~descending_key(v);
+
+/// The sample of a row: 32 contiguous chunks of 16 values spread over it, 32-64 cache lines instead of one line per
+/// sampled value (a strided sample touched nearly every line of the row once more, at memory latency).
+constexpr int64_t kChunks = 32, kChunk = 16;
+
+inline int64_t sample_step(int64_t C) { return (C - kChunk) / (kChunks - 1); }
+
+/// Ask for the sample lines of a row that this thread is likely to select next: its loads then find them in cache.
+template <typename T>
+void prefetch_sample(const T* x, int64_t C) {
+  const int64_t step = sample_step(C);
+  for (int64_t c = 0; c < kChunks; ++c) {
+    __builtin_prefetch(x + c * step);
+    __builtin_prefetch(x + c * step + kChunk - 1);
+  }
 }
 
 template <typename T, bool LARGEST>
-void select_row(const T* x, int64_t C, int64_t k, int64_t skip, RowScratch<T>& s, T* out_v, int64_t* out_i) {
-  using Order = RankOrder<LARGEST>;
+void select_row(const T* x, int64_t C, int64_t k, int64_t skip, const T* next_row, RowScratch<T>& s, T* out_v,
+                int64_t* out_i) {
   // (1) threshold from a sample (deterministic), unless the row is short.
   bool use_threshold = C > 4 * k + 64 && C >= 1024;
   T thr = T(0);
   if (use_threshold) {
-    // 32 contiguous chunks of 16 values spread over the row: 32-64 cache lines instead of one line per sampled
-    // value (a strided sample touched nearly every line of the row once more, at memory latency)
-    constexpr int64_t kChunks = 32, kChunk = 16;
-    const int64_t m = kChunks * kChunk;  // C > 4k + 64 >= 68 here, and C >= m is ensured below
+    const int64_t m = kChunks * kChunk;  // <= C (C >= 1024 here)
     s.sample.resize(m);
-    const int64_t step = (C - kChunk) / (kChunks - 1);
+    const int64_t step = sample_step(C);
     for (int64_t c = 0; c < kChunks; ++c)
       for (int64_t t = 0; t < kChunk; ++t) s.sample[c * kChunk + t] = x[c * step + t];
+    if (next_row != nullptr) prefetch_sample(next_row, C);
     const double expected = static_cast<double>(k) * m / C;  // sample ranks expected above the k-th best
     const int64_t r = static_cast<int64_t>(expected + 3.0 * std::sqrt(expected) + 4.0);
-    if (r >= m) {
-      use_threshold = false;
-    } else {
-      std::nth_element(s.sample.begin(), s.sample.begin() + r, s.sample.end(),
-                       [](T a, T b) { return Order::value_before(a, b); });
-      thr = s.sample[r];
-    }
+    if (r >= m) use_threshold = false;
+    else thr = sample_threshold<T, LARGEST>(s.sample.data(), m, r);
   }
   // (2) branchless collection, in column order, of the candidates passing the threshold (all columns without one).
   s.cand_v.resize(C + 8);
@@ -161,24 +197,23 @@ void select_row(const T* x, int64_t C, int64_t k, int64_t skip, RowScratch<T>& s
       ci[n++] = static_cast<int32_t>(c);
     }
   }
-  // (3) stable radix sort of the candidates by value: they are in column order, so ties go to the smaller column.
+  // (3) stable sort of the candidates by value, best first: they are in column order, so ties go to the smaller
+  //     column. A 16-bit coarse key scaled to the candidates' range (2 radix passes of 8 bits), exact inside runs.
+  const double sign = LARGEST ? 1.0 : -1.0;
+  double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();
+  for (int64_t t = 0; t < n; ++t) {
+    const double v = sign * static_cast<double>(cv[t]);
+    kmin = v < kmin ? v : kmin;
+    kmax = v > kmax ? v : kmax;
+  }
   s.keys.resize(n);
   s.tmp_keys.resize(n);
   s.tmp_i.resize(n);
-  if (sizeof(T) == 4) {
-    for (int64_t t = 0; t < n; ++t) s.keys[t] = static_cast<uint32_t>(rank_key<LARGEST>(cv[t]));
-    radix_sort_pairs<uint32_t, int32_t, 8>(s.keys.data(), ci, n, s.tmp_keys.data(), s.tmp_i.data());
-    for (int64_t t = 0; t < k; ++t) {
-      out_i[t] = ci[t];
-      out_v[t] = x[ci[t]];
-    }
-  } else {
-    sort_by_u64_key(ci, n, s.keys.data(), s.tmp_keys.data(), s.tmp_i.data(),
-                    [x](int32_t c) { return static_cast<uint64_t>(rank_key<LARGEST>(x[c])); });
-    for (int64_t t = 0; t < k; ++t) {
-      out_i[t] = ci[t];
-      out_v[t] = x[ci[t]];
-    }
+  sort_desc_by_double<16, 8>(ci, n, s.keys.data(), s.tmp_keys.data(), s.tmp_i.data(),
+                             [x, sign](int32_t c) { return sign * static_cast<double>(x[c]); }, kmin, kmax);
+  for (int64_t t = 0; t < k; ++t) {
+    out_i[t] = ci[t];
+    out_v[t] = x[ci[t]];
   }
 }
 
@@ -190,7 +225,9 @@ bool run(const DenseTopKArgs& a, InterruptPoll poll) {
   std::vector<RowScratch<T>> scratch(nt);
   return parallel_rows(a.R, nt, static_cast<double>(a.C), poll, [&](int64_t r, int tid) {
     const int64_t skip = a.exclude_self ? r + a.row_offset : -1;
-    select_row<T, LARGEST>(x + r * a.x_stride, a.C, a.k, skip, scratch[tid], out_v + r * a.k,
+    // rows go to threads one at a time, in turn: this thread's next row is about nt rows on
+    const T* next_row = r + nt < a.R ? x + (r + nt) * a.x_stride : nullptr;
+    select_row<T, LARGEST>(x + r * a.x_stride, a.C, a.k, skip, next_row, scratch[tid], out_v + r * a.k,
                            a.out_indices + r * a.k);
   });
 }

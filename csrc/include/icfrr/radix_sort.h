@@ -56,12 +56,13 @@ ICFRR_HD uint64_t descending_key(double v) {
 
 /// Stable sort of keys[0..n) ascending, carrying payload along; tmp_keys/tmp_payload are scratch of size >= n.
 /// BITS-bit digits (11: 3 passes for 32-bit keys; 8 suits short arrays, whose cost is the histograms), all
-/// histograms in one pass; a pass whose digit is the same for every key is skipped.
-template <typename K, typename P, int BITS = kRadixBits>
+/// histograms in one pass; a pass whose digit is the same for every key is skipped. KEY_BITS: the keys are known
+/// to be below 2^KEY_BITS (fewer passes and histograms).
+template <typename K, typename P, int BITS = kRadixBits, int KEY_BITS = 8 * static_cast<int>(sizeof(K))>
 ICFRR_HD void radix_sort_pairs(K* keys, P* payload, int64_t n, K* tmp_keys, P* tmp_payload) {
   constexpr int kBits = BITS;
   constexpr int kBuckets = 1 << kBits;
-  constexpr int kPasses = (8 * static_cast<int>(sizeof(K)) + kBits - 1) / kBits;
+  constexpr int kPasses = (KEY_BITS + kBits - 1) / kBits;
   if (n <= 1) return;
   uint32_t hist[kPasses][kBuckets];
   for (int p = 0; p < kPasses; ++p)
@@ -134,16 +135,17 @@ ICFRR_HD void sort_by_u64_key(P* items, int64_t n, uint32_t* coarse, uint32_t* t
 }
 
 /// Stable sort of items[0..n) by a double key, descending (ties keep the input order), given the keys' range
-/// [kmin, kmax]. A radix sort by a coarse key c = (kmax - key) * (2^22 - 1) / (kmax - kmin), truncated to 22 bits
-/// (2 passes of 11 bits), then an insertion sort by the exact key inside each run of equal c. c is a monotone
+/// [kmin, kmax]. A radix sort (BITS-bit digits) by a coarse key c = (kmax - key) * (2^COARSE_BITS - 1) /
+/// (kmax - kmin), truncated, then an insertion sort by the exact key inside each run of equal c. c is a monotone
 /// function of the key (IEEE subtraction and multiplication round monotonically), so the runs are already in
 /// order with respect to each other and the result is exact; runs are almost always of length 1.
 /// coarse/tmp_coarse: scratch of size >= n; tmp_items: scratch of size >= n.
-template <typename P, typename KeyOf>
+template <int COARSE_BITS = 22, int BITS = kRadixBits, typename P, typename KeyOf>
 ICFRR_HD void sort_desc_by_double(P* items, int64_t n, uint32_t* coarse, uint32_t* tmp_coarse, P* tmp_items,
                                   KeyOf key_of, double kmin, double kmax) {
+  static_assert(COARSE_BITS >= 1 && COARSE_BITS <= 31, "coarse keys are 31 bits at most");
   if (n <= 1) return;
-  constexpr double kTop = 4194303.0;  // 2^22 - 1
+  constexpr double kTop = static_cast<double>((1u << COARSE_BITS) - 1u);
   const double range = kmax - kmin;
   const double scale = kTop / range;
   auto exact = [&key_of](P item) { return descending_key(key_of(item)); };
@@ -155,7 +157,7 @@ ICFRR_HD void sort_desc_by_double(P* items, int64_t n, uint32_t* coarse, uint32_
     const double c = (kmax - key_of(items[i])) * scale;
     coarse[i] = c < kTop ? static_cast<uint32_t>(c) : static_cast<uint32_t>(kTop);
   }
-  radix_sort_pairs(coarse, items, n, tmp_coarse, tmp_items);
+  radix_sort_pairs<uint32_t, P, BITS, COARSE_BITS>(coarse, items, n, tmp_coarse, tmp_items);
   for (int64_t i = 1; i < n; ++i) {  // runs of equal coarse keys (rare): order them by the exact key
     if (coarse[i] != coarse[i - 1]) continue;
     const int64_t start = i - 1;
