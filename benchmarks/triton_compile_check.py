@@ -5,7 +5,8 @@ launch configuration the launchers use on an H100/H200 this prints registers per
 shared memory, and it checks what the interpreter cannot see:
     * the ICFRR kernel's float64 arithmetic has no fused multiply-add (``fma.rn.f64``: the key must round as
       ``base + beta * delta``, vote.h) and uses the correctly rounded division (``div.rn.f64``);
-    * the k-NN kernel's inner loop is pipelined (asynchronous copies into shared memory) and runs on wgmma (sm_90).
+    * the k-NN kernel's inner loop is pipelined (asynchronous copies into shared memory) and, for bf16/fp16 inputs,
+      runs on wgmma (sm_90; exact fp32 has no tensor-core form, tf32 would round the inputs).
 Integer arguments that are multiples of 16 at run time (strides, sizes, pointers) are declared so, as Triton's
 launcher would specialise them; without that the pipeliner cannot use asynchronous copies.
 
@@ -135,8 +136,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "knn" in kinds:
         for dt, k, metric in ([("bf16", 256, 0)] if a.quick else [("bf16", 256, 0), ("bf16", 1024, 2),
                                                                    ("fp32", 256, 1)]):
+            # exact fp32 (PRECISION="ieee") has no wgmma form: Hopper's tensor cores take fp32 only as tf32
             jobs.append((f"knn_topk {dt} k={k} metric={metric}", lambda dt=dt, k=k, m=metric: _knn(a.arch, dt, k, m),
-                         "knn"))
+                         "knn" if dt != "fp32" else "knn-ieee"))
     if "dense" in kinds:
         for k in ([256] if a.quick else [256, 4096]):
             jobs.append((f"dense_topk fp32 k={k}", lambda k=k: _dense(a.arch, k), "dense"))
@@ -148,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         problems = check_icfrr_ptx(ptx) if kind == "icfrr" else []
         if kind == "knn" and a.arch >= 90 and "wgmma" not in ptx:
             problems.append("no wgmma")
-        if kind == "knn" and "cp.async" not in ptx and "cp.async.bulk" not in ptx:
+        if kind.startswith("knn") and "cp.async" not in ptx and "cp.async.bulk" not in ptx:
             problems.append("inner loop not pipelined (no cp.async)")
         failed += bool(problems)
         print(f"{name:<40} sm_{a.arch} {time.time() - t0:6.1f} s  {resource_usage(c)}  "

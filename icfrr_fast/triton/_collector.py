@@ -46,6 +46,16 @@ def _set_first_cols(x, y, CH: tl.constexpr, KP: tl.constexpr, MR: tl.constexpr):
 
 
 @triton.jit
+def program_scratch(pid, fill_ptr, thr_v_ptr, thr_i_ptr, qk_ptr, qi_ptr, bk_ptr, bp_ptr,
+                    BLOCK_M: tl.constexpr, QC: tl.constexpr, KP: tl.constexpr):
+    """Program pid's slice of the collector scratch that ``_launch.collector_scratch`` allocates: BLOCK_M rows of
+    fill/threshold, of QC queue slots and of KP buffer slots."""
+    return (fill_ptr + pid * BLOCK_M, thr_v_ptr + pid * BLOCK_M, thr_i_ptr + pid * BLOCK_M,
+            qk_ptr + pid * BLOCK_M * QC, qi_ptr + pid * BLOCK_M * QC,
+            bk_ptr + pid * BLOCK_M * KP, bp_ptr + pid * BLOCK_M * KP)
+
+
+@triton.jit
 def reset_buffer(bk_ptr, bp_ptr, BLOCK_M: tl.constexpr, KP: tl.constexpr, MR: tl.constexpr):
     """Empty every row's buffer (sentinel keys)."""
     c = tl.arange(0, KP)

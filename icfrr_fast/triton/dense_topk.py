@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._collector import flush, reset_buffer, select_tile, write_topk
+from ._collector import flush, program_scratch, reset_buffer, select_tile, write_topk
 from ._launch import SelectConfig, collector_scratch, empty, interpreted, persistent_programs
 
 __all__ = ["dense_topk_triton", "DENSE_CONFIG", "MAX_K"]
@@ -38,13 +38,8 @@ def _dense_topk_kernel(
     MR: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)  # int64 before it multiplies a stride
-    fill_ptr += pid * BLOCK_M
-    thr_v_ptr += pid * BLOCK_M
-    thr_i_ptr += pid * BLOCK_M
-    qk_ptr += pid * BLOCK_M * QC
-    qi_ptr += pid * BLOCK_M * QC
-    bk_ptr += pid * BLOCK_M * KP
-    bp_ptr += pid * BLOCK_M * KP
+    fill_ptr, thr_v_ptr, thr_i_ptr, qk_ptr, qi_ptr, bk_ptr, bp_ptr = program_scratch(
+        pid, fill_ptr, thr_v_ptr, thr_i_ptr, qk_ptr, qi_ptr, bk_ptr, bp_ptr, BLOCK_M, QC, KP)
     is_f64: tl.constexpr = x_ptr.dtype.element_ty == tl.float64
     n_blocks = tl.cdiv(R, BLOCK_M)
     for blk in range(tl.program_id(0), n_blocks, n_prog):

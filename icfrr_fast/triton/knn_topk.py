@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._collector import flush, reset_buffer, select_tile, write_topk
+from ._collector import flush, program_scratch, reset_buffer, select_tile, write_topk
 from ._launch import SelectConfig, collector_scratch, empty, interpreted, persistent_programs
 
 __all__ = ["knn_topk_triton", "KNN_CONFIGS", "METRICS", "MAX_K"]
@@ -50,13 +50,8 @@ def _knn_topk_kernel(
     KP: tl.constexpr, QC: tl.constexpr, CH: tl.constexpr, MR: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)  # int64 before it multiplies a stride
-    fill_ptr += pid * BLOCK_M
-    thr_v_ptr += pid * BLOCK_M
-    thr_i_ptr += pid * BLOCK_M
-    qk_ptr += pid * BLOCK_M * QC
-    qi_ptr += pid * BLOCK_M * QC
-    bk_ptr += pid * BLOCK_M * KP
-    bp_ptr += pid * BLOCK_M * KP
+    fill_ptr, thr_v_ptr, thr_i_ptr, qk_ptr, qi_ptr, bk_ptr, bp_ptr = program_scratch(
+        pid, fill_ptr, thr_v_ptr, thr_i_ptr, qk_ptr, qi_ptr, bk_ptr, bp_ptr, BLOCK_M, QC, KP)
     is_f64: tl.constexpr = x_ptr.dtype.element_ty == tl.float64
     if is_f64:
         acc_dtype: tl.constexpr = tl.float64
