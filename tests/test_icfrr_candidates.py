@@ -203,6 +203,55 @@ def test_properties(N, Q, data):
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# public API: icfrr(..., ids=...) and ICFRRIndex.search(depth=L)
+# ------------------------------------------------------------------------------------------------------------------
+def test_public_api_with_ids():
+    d = cross_domain_features(5, 200, 16, 5, seed=4)
+    qg, gg = torch.cdist(d.queries, d.gallery), torch.cdist(d.gallery, d.gallery)
+    graph = GalleryGraph.from_distances(gg, 32)
+    dense = icfrr_fast.icfrr(qg, graph, k_g=20, k_q=15, largest=False, depth=40, k=10, return_history=True)
+    cv, ci = ops.dense_topk(qg, 40, False, False, 0)
+    perm = torch.randperm(40)
+    for gallery in (graph, graph.neighbors):  # a GalleryGraph or its (G, K_g) int32 tensor
+        res = icfrr_fast.icfrr(cv[:, perm], gallery, ids=ci[:, perm].to(torch.int32), k_g=20, k_q=15,
+                               largest=False, k=10, return_history=True)
+        _assert_same((res.values, res.indices, res.history), (dense.values, dense.indices, dense.history))
+    ref = icfrr_fast.icfrr(cv, graph, ids=ci, k_g=20, k_q=15, largest=False, k=10, backend="reference")
+    assert torch.equal(ref.indices, dense.indices) and torch.equal(ref.values, dense.values)
+    half = icfrr_fast.icfrr(cv.to(torch.float16), graph, ids=ci, k_g=20, k_q=15, largest=False)
+    assert half.values.dtype == torch.float16 and half.indices.shape == (5, 40) and half.history is None
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(depth=10), ValueError, "depth cannot be combined with ids"),
+    (dict(gallery="graph"), TypeError, "with ids, gallery must be a GalleryGraph or a \\(G, K_g\\) int32"),
+    (dict(gallery=torch.zeros(20, 20)), TypeError, "with ids, gallery must be a GalleryGraph"),
+    (dict(k_g=5), ValueError, r"k_g must be in \[1, 4\] \(the neighbour tensor holds 4"),
+    (dict(ids=[[0, 1]]), TypeError, "ids must be a torch.Tensor"),
+    (dict(ids=torch.zeros(2, 10, dtype=torch.int64)), ValueError, "ids must be distinct in each row"),
+    (dict(ids=torch.zeros(2, 10, dtype=torch.int64), backend="reference"), ValueError, "ids must be distinct"),
+])
+def test_public_api_with_ids_bad_input(kw, exc, match):
+    gen = torch.Generator().manual_seed(0)
+    scores, ids = _candidates(2, 10, 20, gen, pad=False)
+    a = dict(gallery=_graph(20, 4, gen), ids=ids, k_g=4, k_q=3)
+    a.update(kw)
+    with pytest.raises(exc, match=match):
+        icfrr_fast.icfrr(scores, a.pop("gallery"), **a)
+
+
+def test_index_search_depth_feeds_knn_topk_into_candidates():
+    """search(depth=L) = knn_topk's (values, ids) handed to icfrr_candidates = icfrr_rerank over the dense scores
+    with depth L (the dense op's own path: dense_topk, then the same candidate kernel)."""
+    d = cross_domain_features(6, 150, 16, 5, seed=1)
+    index = icfrr_fast.ICFRRIndex(d.gallery, k_g=12, metric="l2")
+    D, I, H = index.search(d.queries, 10, k_q=8, iters=4, depth=30, return_history=True, batch_size=4)
+    dense = ops.knn_scores(d.queries, d.gallery, "l2", "fp32")
+    v, i, h = ops.icfrr_rerank(dense, index.graph.neighbors, 8, 0.5, 4, "reference", False, 30, 10, True, False)
+    _assert_same((D, I, H), (v, i, h))
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # registration: opcheck, torch.compile, fake tensors
 # ------------------------------------------------------------------------------------------------------------------
 def test_opcheck():
