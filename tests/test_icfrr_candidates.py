@@ -335,8 +335,11 @@ def _call(**kw):
     a = dict(scores=scores, ids=ids, neighbors=_graph(20, 4, gen), gallery_size=20, k_q=4, beta=0.5, iters=2,
              semantics="reference", largest=True, k=10, return_history=False, early_stop=False)
     a.update(kw)
-    if not all(isinstance(a[n], torch.Tensor) for n in ("scores", "ids", "neighbors")) or type(a["gallery_size"]) \
-            is not int or type(a["largest"]) is not bool:  # the op's schema rejects these before any kernel: check the validator's own message
+    tensors = [a[n] for n in ("scores", "ids", "neighbors")]
+    if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tensors) or \
+            type(a["gallery_size"]) is not int or type(a["largest"]) is not bool:
+        # the op's schema (or the dispatcher, for mixed devices) rejects these before any kernel: check the
+        # validator's own message
         return ops._validate_icfrr_candidates(*a.values(), check_data=True)
     return ops.icfrr_candidates(*a.values())
 
@@ -361,6 +364,10 @@ BAD_INPUT = [
     (dict(ids=[[0, 1]]), TypeError, "ids must be a torch.Tensor"),
     (dict(neighbors=torch.zeros(20, 4, dtype=torch.int64)), TypeError, "neighbors must be an int32 tensor"),
     (dict(neighbors=torch.zeros(20, dtype=torch.int32)), ValueError, r"neighbors must be 2-D \(N, K_g\)"),
+    (dict(ids=torch.zeros(2, 10, dtype=torch.int64, device="meta")), ValueError, "ids must be on scores' device"),
+    (dict(neighbors=torch.zeros(20, 4, dtype=torch.int32, device="meta")), ValueError,
+     "neighbors must be on scores' device"),
+    (dict(neighbors=torch.zeros(0, 4, dtype=torch.int32)), ValueError, "neighbors must have between 1 and"),
     (dict(gallery_size=19), ValueError, r"gallery_size must be in \[20, "),
     (dict(gallery_size=20.0), TypeError, "gallery_size must be an int"),
     (dict(neighbors=torch.zeros(20, 20, dtype=torch.int32)), ValueError, r"k_g must be in \[1, G - 1\]"),
