@@ -231,7 +231,8 @@ class ICFRRIndex:
             return_history: also return H, the order after every iteration.
             early_stop: stop a query once an iteration leaves its voter set unchanged.
             k_g: neighbours per gallery item used for voting (default: all the graph holds).
-            batch_size: queries per batch (default: a (B, G) float32 score buffer of about 256 MB).
+            batch_size: queries per batch (default: as many as a (B, G) float32 score buffer of about 256 MB holds;
+                with ``depth`` the batch holds only (B, depth) candidate lists).
 
         Returns:
             ``(D, I)``, or ``(D, I, H)`` with ``return_history``: D (Q, k) float32 re-ranked keys (for "l2": distances,

@@ -26,8 +26,9 @@ class ICFRRResult(tuple):
     """``(values, indices)`` like ``torch.topk``'s result, plus ``history`` (None unless requested).
 
     Attributes:
-        values: (Q, k) float32 final keys, best first (for ``largest=False``: re-ranked distances, ascending).
-        indices: (Q, k) int64 gallery ids, best first.
+        values: (Q, k) float32 final keys, best first (for ``largest=False``: re-ranked distances, ascending); with
+            candidate lists (``ids``), of the scores' dtype, padded with -inf (+inf for distances).
+        indices: (Q, k) int64 gallery ids, best first (-1 past a row's candidates).
         history: (Q, T + 1, k) int64 order after every iteration ([:, 0] = initial ranking) or None.
     """
 

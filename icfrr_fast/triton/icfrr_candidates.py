@@ -1,6 +1,7 @@
 """ICFRR over candidate lists (DESIGN §2 with the candidates given): per query, all T iterations of integer vote
 accumulation + stable re-sort, in one program.
-Oracle: reference.icfrr_candidates, the CPU op   Test: tests/test_triton_icfrr_candidates.py   Bench: benchmarks/gpu_bench.py
+Oracle: reference.icfrr_candidates, the CPU op   Test: tests/test_triton_icfrr_candidates.py
+Bench: benchmarks/gpu_bench.py
 Invariants: votes are exact packed integers (vote.h: acc = count << 40 | rank sum), delta and keys are float64 with
 vote.h's expression order and no FMA contraction (launched with enable_fp_fusion=False); the initial order and every
 re-sort are stable bitonic sorts of exact (rank key, tie-breaker) pairs; rows of any order and length (padding -1),
