@@ -92,8 +92,9 @@ def _search(index, x: Tensor, n: int, G: int) -> Tuple[Tensor, Tensor]:
 
 
 def _scores(dist: Tensor, largest: bool) -> Tensor:
-    """faiss' distances as ICFRR scores: similarities as given; squared L2 -> Euclidean distance."""
-    return dist if largest else dist.clamp_min(0).sqrt()
+    """faiss' distances as ICFRR scores: similarities as given; squared L2 -> Euclidean distance, correctly rounded
+    (sqrt in float64, then rounded: the kernels' float32 ``std::sqrt``; torch's vectorised float32 sqrt is not)."""
+    return dist if largest else dist.clamp_min(0).to(torch.float64).sqrt_().to(torch.float32)
 
 
 def dedupe_candidates(ids: Tensor, values: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

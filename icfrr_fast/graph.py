@@ -160,8 +160,8 @@ class GalleryGraph:
                 ``metric_type``, ``search`` and (when ``x`` is None) ``reconstruct_n`` are used.
             k: neighbours per item, in [1, G - 1].
             x: (G, D) float array/tensor of the indexed vectors (default: ``index.reconstruct_n(0, G)``; IVF
-                indexes need ``index.make_direct_map()`` first, and PQ/SQ indexes reconstruct approximate vectors:
-                pass the originals).
+                indexes of some faiss versions need ``index.make_direct_map()`` first, and PQ/SQ indexes reconstruct
+                approximate vectors: pass the originals).
             fill_exact: complete short rows by exact search (else raise ValueError).
             batch_size: gallery rows per ``index.search`` call (default: about 64 MB of results per call).
 
