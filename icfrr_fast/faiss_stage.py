@@ -308,16 +308,20 @@ def _rerank_candidates(scores: Tensor, ids: Tensor, counts: Tensor, neighbors: T
     i_out = torch.full((B, k), -1, dtype=torch.int64, device=scores.device)
     h_out = torch.full((B, iters + 1 if return_history else 0, k), -1, dtype=torch.int64, device=scores.device)
     worst = -torch.finfo(torch.float32).max if largest else torch.finfo(torch.float32).max
+    chunk = max(1, (256 << 20) // (4 * G))  # rows of the dense buffer: about 256 MB
     for n in torch.unique(counts).tolist():
         if n == 0:
             continue
-        rows = (counts == n).nonzero().flatten().to(scores.device)
-        dense = torch.full((len(rows), G), worst, dtype=torch.float32, device=scores.device)
-        dense.scatter_(1, ids[rows, :n], scores[rows, :n])
         kk = min(k, n)
-        v, i, h = ops.icfrr_rerank(dense, neighbors, k_q, beta, iters, semantics, largest, n, kk, return_history,
-                                   early_stop)
-        v_out[rows, :kk], i_out[rows, :kk] = v.to(torch.float32), i
-        if return_history:
-            h_out[rows, :, :kk] = h
+        same = (counts == n).nonzero().flatten().to(scores.device)
+        for c0 in range(0, len(same), chunk):
+            rows = same[c0:c0 + chunk]
+            dense = torch.full((len(rows), G), worst, dtype=torch.float32, device=scores.device)
+            dense.scatter_(1, ids[rows, :n], scores[rows, :n])
+            v, i, h = ops.icfrr_rerank(dense, neighbors, k_q, beta, iters, semantics, largest, n, kk,
+                                       return_history, early_stop)
+            del dense
+            v_out[rows, :kk], i_out[rows, :kk] = v.to(torch.float32), i
+            if return_history:
+                h_out[rows, :, :kk] = h
     return v_out, i_out, h_out
