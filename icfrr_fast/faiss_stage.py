@@ -280,48 +280,21 @@ class FaissICFRR:
             beta = float(beta)
         B = max(1, SEARCH_BATCH_BYTES // (48 * L)) if batch_size is None else batch_size
         ops._check_int("batch_size", B, 1)
-        # every remaining argument checked once, before any work (a call on Q = 0 queries is validated too)
-        ops._validate_icfrr_rerank(torch.empty((0, G), dtype=torch.float32, device=neighbors.device), neighbors,
-                                   k_q, beta, iters, semantics, self.largest, L, k, return_history, early_stop,
-                                   check_data=False)
         Q, dev = q.shape[0], neighbors.device
+        # every remaining argument checked once, before any work (a call on Q = 0 queries is validated too)
+        ops._validate_icfrr_candidates(torch.empty((0, L), device=dev), torch.empty((0, L), dtype=torch.int64,
+                                       device=dev), neighbors, G, k_q, beta, iters, semantics, self.largest, k,
+                                       return_history, early_stop)
         D_out = torch.empty((Q, k), dtype=torch.float32, device=dev)
         I_out = torch.empty((Q, k), dtype=torch.int64, device=dev)
         H_out = torch.empty((Q, iters + 1, k), dtype=torch.int64, device=dev) if return_history else None
         for q0 in range(0, Q, B):
             dist, ids = _search(self.index, q[q0:q0 + B], L, G)
-            ids, scores, counts = dedupe_candidates(ids, _scores(dist, self.largest))
-            v, i, h = _rerank_candidates(scores.to(dev), ids.to(dev), counts, neighbors, G, k_q, beta, iters,
-                                         semantics, self.largest, k, return_history, early_stop)
+            ids, scores, _ = dedupe_candidates(ids, _scores(dist, self.largest))
+            v, i, h = ops.icfrr_candidates(scores.to(dev), ids.to(dev), neighbors, G, k_q, beta, iters, semantics,
+                                           self.largest, k, return_history, early_stop)
             D_out[q0:q0 + B], I_out[q0:q0 + B] = v, i
             if H_out is not None:
                 H_out[q0:q0 + B] = h
         return (D_out, I_out, H_out) if return_history else (D_out, I_out)
 
-
-def _rerank_candidates(scores: Tensor, ids: Tensor, counts: Tensor, neighbors: Tensor, G: int, k_q: int, beta: float,
-                       iters: int, semantics: str, largest: bool, k: int, return_history: bool, early_stop: bool):
-    """ICFRR over (B, L) candidate lists (distinct ids, padding -1 as a suffix, ``counts`` real ones per row)."""
-    B = scores.shape[0]
-    pad_value = float("-inf") if largest else float("inf")
-    v_out = torch.full((B, k), pad_value, dtype=torch.float32, device=scores.device)
-    i_out = torch.full((B, k), -1, dtype=torch.int64, device=scores.device)
-    h_out = torch.full((B, iters + 1 if return_history else 0, k), -1, dtype=torch.int64, device=scores.device)
-    worst = -torch.finfo(torch.float32).max if largest else torch.finfo(torch.float32).max
-    chunk = max(1, (256 << 20) // (4 * G))  # rows of the dense buffer: about 256 MB
-    for n in torch.unique(counts).tolist():
-        if n == 0:
-            continue
-        kk = min(k, n)
-        same = (counts == n).nonzero().flatten().to(scores.device)
-        for c0 in range(0, len(same), chunk):
-            rows = same[c0:c0 + chunk]
-            dense = torch.full((len(rows), G), worst, dtype=torch.float32, device=scores.device)
-            dense.scatter_(1, ids[rows, :n], scores[rows, :n])
-            v, i, h = ops.icfrr_rerank(dense, neighbors, k_q, beta, iters, semantics, largest, n, kk,
-                                       return_history, early_stop)
-            del dense
-            v_out[rows, :kk], i_out[rows, :kk] = v.to(torch.float32), i
-            if return_history:
-                h_out[rows, :, :kk] = h
-    return v_out, i_out, h_out
