@@ -67,7 +67,7 @@ def map_all(I: torch.Tensor, q_lab: torch.Tensor, g_lab: torch.Tensor) -> float:
     return float(metrics.average_precision(rel, n_pos)[ok].mean())
 
 
-def recall_chunked(rows_a: torch.Tensor, rows_b: torch.Tensor, chunk: int = 256) -> float:
+def recall_chunked(rows_a: torch.Tensor, rows_b: torch.Tensor, chunk: int = 64) -> float:
     """Mean over rows of |a ∩ b| / |b| (padding -1 never matches), chunk by chunk."""
     hits, total = 0.0, 0
     for r0 in range(0, rows_a.shape[0], chunk):
