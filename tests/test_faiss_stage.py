@@ -388,3 +388,15 @@ def test_constructor_validation():
     with pytest.raises(ValueError, match="k_g must be in"):
         FaissICFRR(flat, k_g=0)
     assert FaissICFRR(flat, k_g=500).graph.k == 99  # clipped to G - 1
+
+
+def test_docs_scale_example_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "scale.md").read_text()
+    (code,) = [p.split("```", 1)[0] for p in text.split("```python\n")[1:]]
+    d = _data(Q=5, G=300)
+    scope = {"D": 16, "gallery": d.gallery.numpy(), "queries": d.queries.numpy()}
+    exec(compile(code, "docs/scale.md", "exec"), scope)
+    assert scope["I"].shape == (5, 100) and bool((scope["I"] >= 0).all())
+    assert scope["searcher"].graph.k == 64
