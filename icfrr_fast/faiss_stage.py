@@ -122,11 +122,17 @@ def dedupe_candidates(ids: Tensor, values: Tensor) -> Tuple[Tensor, Tensor, Tens
         repeat = torch.zeros_like(drop)
         repeat[:, 1:] = by_id[:, 1:] == by_id[:, :-1]
         drop |= torch.zeros_like(drop).scatter_(1, perm, repeat)
-    order = torch.sort(drop.to(torch.uint8), dim=1, stable=True).indices  # kept entries first, in their order
-    drop = drop.gather(1, order)
-    ids = ids.gather(1, order).masked_fill_(drop, -1)
-    values = values.gather(1, order).masked_fill_(drop, 0)
-    return ids, values, (~drop).sum(dim=1)
+    counts = (~drop).sum(dim=1)
+    rows = (counts < ids.shape[1]).nonzero().flatten()
+    if len(rows) == 0:  # the common case (exact and graph indexes): nothing to drop
+        return ids, values, counts
+    ids, values = ids.clone(), values.clone()
+    d = drop[rows]
+    order = torch.sort(d.to(torch.uint8), dim=1, stable=True).indices  # kept entries first, in their order
+    d = d.gather(1, order)
+    ids[rows] = ids[rows].gather(1, order).masked_fill_(d, -1)
+    values[rows] = values[rows].gather(1, order).masked_fill_(d, 0)
+    return ids, values, counts
 
 
 def graph_from_faiss(index, k: int, *, x=None, fill_exact: bool = True,

@@ -86,12 +86,15 @@ def test_dedupe_candidates_matches_oracle(B, n, top, seed):
 
 
 def test_dedupe_candidates_keeps_first_occurrence_and_order():
-    ids = torch.tensor([[9, -1, 3, 9, -1, 5, 3], [-1, -1, -1, -1, -1, -1, -1]])
-    vals = torch.arange(14, dtype=torch.float32).view(2, 7)
+    ids = torch.tensor([[9, -1, 3, 9, -1, 5, 3], [-1, -1, -1, -1, -1, -1, -1], [6, 0, 2, 1, 3, 4, 5]])
+    vals = torch.arange(21, dtype=torch.float32).view(3, 7)
     i, v, n = dedupe_candidates(ids, vals)
-    assert i.tolist() == [[9, 3, 5, -1, -1, -1, -1], [-1] * 7]
-    assert v.tolist() == [[0.0, 2.0, 5.0, 0.0, 0.0, 0.0, 0.0], [0.0] * 7]
-    assert n.tolist() == [3, 0]
+    assert i.tolist() == [[9, 3, 5, -1, -1, -1, -1], [-1] * 7, [6, 0, 2, 1, 3, 4, 5]]
+    assert v.tolist() == [[0.0, 2.0, 5.0, 0.0, 0.0, 0.0, 0.0], [0.0] * 7, list(range(14, 21))]
+    assert n.tolist() == [3, 0, 7]
+    assert ids[0].tolist() == [9, -1, 3, 9, -1, 5, 3] and vals[0, 1] == 1  # the inputs are left as they were
+    i, v, n = dedupe_candidates(ids[2:], vals[2:])  # nothing to drop
+    assert i.tolist() == [[6, 0, 2, 1, 3, 4, 5]] and n.tolist() == [7]
 
 
 # ---- GalleryGraph.from_faiss ----------------------------------------------------------------------------------
