@@ -159,7 +159,7 @@ def graph_from_faiss(index, k: int, *, x=None, fill_exact: bool = True,
     for r0 in range(0, G, bs):
         r1 = min(G, r0 + bs)
         dist, ids = _search(index, xt[r0:r1], k + 1, G)
-        ids.masked_fill_(ids == torch.arange(r0, r1)[:, None], -1)  # self excluded by index
+        ids = ids.masked_fill(ids == torch.arange(r0, r1)[:, None], -1)  # self excluded by index
         ids, vals, n = dedupe_candidates(ids, _scores(dist, largest))
         neighbors[r0:r1] = ids[:, :k].to(torch.int32)
         values[r0:r1] = vals[:, :k]
