@@ -254,7 +254,7 @@ def _same(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
 def run_checks(device: torch.device, smoke: bool) -> List[str]:
     """Every GPU kernel against the CPU op (C++), identical results; returns the names of the checks passed."""
     from icfrr_fast import ops, reference
-    from icfrr_fast.triton.icfrr_rerank import icfrr_iterate_triton
+    from icfrr_fast.triton.icfrr_candidates import icfrr_candidates_triton
 
     gen = torch.Generator().manual_seed(0)
     passed = []
@@ -295,7 +295,8 @@ def run_checks(device: torch.device, smoke: bool) -> List[str]:
             _same(f"icfrr_rerank {semantics} {part}", a, b)
         passed.append(f"icfrr_rerank/{semantics}")
     cv, ci = reference.dense_topk(scores.to(torch.float64), L)
-    got = icfrr_iterate_triton(cv.to(device), ci.to(device), nbr.to(device), k_q=10, beta=0.5, iters=5, k=L // 2)
+    got = icfrr_candidates_triton(cv.to(device), ci.to(device), nbr.to(device), G, 10, 0.5, 5, "reference", True,
+                                  L // 2, False, False, rows_sorted=True, out_dtype=torch.float32)
     want = ops.icfrr_rerank(scores, nbr, 10, 0.5, 5, "reference", True, L, L // 2, False, False)
     _same("icfrr_iterate values", got[0], want[0])
     _same("icfrr_iterate indices", got[1], want[1])
@@ -346,7 +347,7 @@ def _features(n: int, d: int, device, dtype, seed: int) -> torch.Tensor:
 def bench_size(size: Size, device: torch.device, spec: GpuSpec, warmup: int, reps: int, torch_chunks: int,
                with_torch: bool) -> List[Row]:
     from icfrr_fast import ops
-    from icfrr_fast.triton.icfrr_rerank import icfrr_iterate_triton
+    from icfrr_fast.triton.icfrr_candidates import icfrr_candidates_triton
     from icfrr_fast.triton.knn_topk import knn_topk_triton
 
     w = work(size, spec)
@@ -396,12 +397,13 @@ def bench_size(size: Size, device: torch.device, spec: GpuSpec, warmup: int, rep
     cand_v = cand_v.to(torch.float64)
 
     # -- icfrr_iterate: all T iterations from the candidates -------------------------------------------------------
-    args = dict(k_q=size.K_q, beta=0.5, iters=size.T, k=size.k)
+    it_args = (nbr.shape[0], size.K_q, 0.5, size.T, "reference", True, size.k, False, False)
     torch_row = None
     ours = {}
 
     def run_iter():
-        ours["it"] = icfrr_iterate_triton(cand_v, cand_i, nbr, **args)
+        ours["it"] = icfrr_candidates_triton(cand_v, cand_i, nbr, *it_args, rows_sorted=True,
+                                             out_dtype=torch.float32)
 
     if with_torch:
         n_chunks = math.ceil(size.Q / 256)

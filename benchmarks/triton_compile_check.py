@@ -63,17 +63,18 @@ def resource_usage(compiled) -> str:
 
 
 def _icfrr(arch: int, LP: int, paper: bool):
-    from icfrr_fast.triton.icfrr_rerank import _icfrr_iterate_kernel, _vote_shape
+    from icfrr_fast.triton.icfrr_candidates import _icfrr_candidates_kernel, _vote_shape
 
     vb, kb = _vote_shape(256, 250, 2048)
     sig = {"out_v_ptr": "*fp32", "out_i_ptr": "*i64", "out_stride": "i32", "hist_ptr": "*i64",
-           "hist_stride_q": "i32", "hist_stride_t": "i32", "cand_v_ptr": "*fp64", "cand_i_ptr": "*i64",
-           "cand_stride": "i32", "nbr_ptr": "*i32", "nbr_stride": "i32", "par_ptr": "*fp64", "tab_ptr": "*i64",
-           "acc_ptr": "*i64", "gid_ptr": "*i32", "og_ptr": "*i32", "Q": "i32", "G": "i32", "K_g": "i32",
-           "kq": "i32", "L": "i32", "k": "i32", "iters": "i32", "n_prog": "i32"}
-    ce = dict(PAPER=paper, EARLY_STOP=True, HISTORY=True, LARGEST=True, LP=LP, LOG_HT=(4 * LP).bit_length() - 1,
-              VB=vb, KB=kb)
-    return compile_kernel(_icfrr_iterate_kernel, sig, ce, arch, num_warps=max(4, min(16, LP // 256)),
+           "hist_stride_q": "i32", "hist_stride_t": "i32", "cand_v_ptr": "*fp32", "cand_v_stride": "i32",
+           "cand_i_ptr": "*i64", "cand_i_stride": "i32", "nbr_ptr": "*i32", "nbr_stride": "i32", "par_ptr": "*fp64",
+           "tab_ptr": "*i64", "acc_ptr": "*i64", "gid_ptr": "*i32", "og_ptr": "*i32", "Q": "i32", "G": "i32",
+           "K_g": "i32", "k_q": "i32", "L": "i32", "k": "i32", "iters": "i32", "n_prog": "i32"}
+    # paper: the dense path's variant (rows already sorted); reference: candidate rows in any order (initial sort)
+    ce = dict(PAPER=paper, EARLY_STOP=True, HISTORY=True, LARGEST=True, SORTED=paper, OUT_F64=False, LP=LP,
+              LOG_HT=(4 * LP).bit_length() - 1, VB=vb, KB=kb)
+    return compile_kernel(_icfrr_candidates_kernel, sig, ce, arch, num_warps=max(4, min(16, LP // 256)),
                           num_stages=1, enable_fp_fusion=False)
 
 
@@ -131,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     kinds = a.kernels.split(",")
     if "icfrr" in kinds:
         for LP, paper in ([(64, False)] if a.quick else [(1024, False), (4096, True)]):
-            jobs.append((f"icfrr_iterate LP={LP} {'paper' if paper else 'reference'}",
+            jobs.append((f"icfrr_candidates LP={LP} {'paper' if paper else 'reference'}",
                          lambda LP=LP, paper=paper: _icfrr(a.arch, LP, paper), "icfrr"))
     if "knn" in kinds:
         for dt, k, metric in ([("bf16", 256, 0)] if a.quick else [("bf16", 256, 0), ("bf16", 1024, 2),

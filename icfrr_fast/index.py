@@ -4,8 +4,9 @@
     D, I = index.search(queries, k=100, k_q=250, beta=0.5, iters=5)
 
 ``search`` runs query batch by query batch, so its memory is bounded whatever Q is: per batch the initial scores of
-the candidates (``knn_scores`` for all G items when ``depth`` is None; the fused top-``depth`` from ``knn_topk``
-otherwise) and then the fused ICFRR kernel (``icfrr_rerank``). ``add`` extends the gallery and updates the existing
+the candidates (``knn_scores`` for all G items when ``depth`` is None, then the fused ICFRR kernel
+``icfrr_rerank``; otherwise the fused top-``depth`` (values, ids) from ``knn_topk``, handed as candidate lists
+straight to ``icfrr_candidates``). ``add`` extends the gallery and updates the existing
 neighbour lists so that the graph is exactly the one a rebuild would give (same arithmetic for every pair, same tie
 rule).
 
@@ -230,7 +231,8 @@ class ICFRRIndex:
             return_history: also return H, the order after every iteration.
             early_stop: stop a query once an iteration leaves its voter set unchanged.
             k_g: neighbours per gallery item used for voting (default: all the graph holds).
-            batch_size: queries per batch (default: a (B, G) float32 score buffer of about 256 MB).
+            batch_size: queries per batch (default: as many as a (B, G) float32 score buffer of about 256 MB holds;
+                with ``depth`` the batch holds only (B, depth) candidate lists).
 
         Returns:
             ``(D, I)``, or ``(D, I, H)`` with ``return_history``: D (Q, k) float32 re-ranked keys (for "l2": distances,
@@ -260,25 +262,16 @@ class ICFRRIndex:
             qb = q[q0:q0 + B]
             if L == G:
                 scores = ops.knn_scores(qb, self.features, self.metric, self.precision)
-            else:
-                scores = self._candidate_scores(qb, L, largest)
-            v, i, h = ops.icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k, return_history,
-                                       early_stop)
-            del scores
+                v, i, h = ops.icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k,
+                                           return_history, early_stop)
+                del scores
+            else:  # the fused top-L (values, ids) are the candidate lists: no (B, G) buffer
+                cv, ci = ops.knn_topk(qb, self.features, L, self.metric, largest, False, 0, self.precision)
+                v, i, h = ops.icfrr_candidates(cv, ci, neighbors, G, k_q, beta, iters, semantics, largest, k,
+                                               return_history, early_stop)
+                del cv, ci
             D_out[q0:q0 + B] = v
             I_out[q0:q0 + B] = i
             if H_out is not None:
                 H_out[q0:q0 + B] = h
         return (D_out, I_out, H_out) if return_history else (D_out, I_out)
-
-    def _candidate_scores(self, qb: Tensor, L: int, largest: bool) -> Tensor:
-        """(B, G) scores whose top-L are the fused top-L candidates with their exact scores; every other item gets
-        a finite value strictly worse than all of them, so ICFRR's initial top-L is exactly the candidate set.
-        (The ICFRR kernel takes (B, G) scores; a (B, L) candidate-list input would make this buffer unnecessary.)
-        """
-        vals, ids = ops.knn_topk(qb, self.features, L, self.metric, largest, False, 0, self.precision)
-        worst = torch.finfo(vals.dtype).max
-        scores = torch.full((qb.shape[0], self.ntotal), worst if not largest else -worst, dtype=vals.dtype,
-                            device=vals.device)
-        scores.scatter_(1, ids, vals)
-        return scores

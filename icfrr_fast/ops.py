@@ -42,7 +42,7 @@ KNN_METRICS = ("ip", "cosine", "l2", "l2sq")
 KNN_PRECISIONS = ("fp32", "bf16")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: devices with a native kernel per op; every other device runs the reference. Tests parametrise over this.
-KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "icfrr_candidates": ["cpu"],
+KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "icfrr_candidates": ["cpu", "cuda"],
                   "knn_topk": ["cpu", "cuda"], "knn_scores": ["cpu"]}
 
 # Tests set this to fill kernel outputs with poison before the kernel runs, so an unwritten element fails them.
@@ -534,7 +534,7 @@ def _(x, y, metric, precision):
 # like dense_topk, the reference on the GPU -- each with a one-time warning, never silently.
 # ------------------------------------------------------------------------------------------------------------------
 #: on-chip limits of the Triton kernels (icfrr_fast.triton.dense_topk.MAX_K = knn_topk.MAX_K,
-#: icfrr_rerank.MAX_DEPTH; a test checks they agree), kept here so that choosing a path never imports triton
+#: icfrr_candidates.MAX_DEPTH; a test checks they agree), kept here so that choosing a path never imports triton
 TRITON_MAX_K = 4096
 TRITON_MAX_DEPTH = 4096
 _warned: set = set()
@@ -652,6 +652,26 @@ def _icfrr_rerank_cuda(scores, neighbors, k_q, beta, iters, semantics, largest, 
     return v, i, h
 
 
+def _icfrr_candidates_cuda(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+                           return_history, early_stop):
+    _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+                               return_history, early_stop, check_data=True)
+    args = (gallery_size, k_q, float(beta), iters, semantics, largest, k, return_history, early_stop)
+    L = scores.shape[1]
+    if _triton_available() and L <= TRITON_MAX_DEPTH:
+        from .triton.icfrr_candidates import icfrr_candidates_triton
+
+        v, i, h = icfrr_candidates_triton(scores, ids, neighbors, *args, alloc=_alloc)
+        return v.to(scores.dtype), i, h
+    why = ("triton is not installed" if not _triton_available()
+           else f"L = {L} > {TRITON_MAX_DEPTH} candidates (Triton on-chip limit)")
+    _warn_once(("icfrr_candidates", why), f"icfrr_fast.icfrr_candidates on CUDA: {why}; running the CPU kernel on "
+                                          f"host copies of the (Q, L) candidates and the graph")
+    out = _icfrr_candidates_cpu(scores.cpu(), ids.cpu(), neighbors.cpu(), *args)
+    return tuple(t.to(scores.device) for t in out)
+
+
 dense_topk.register_kernel("cuda")(_dense_topk_cuda)
 icfrr_rerank.register_kernel("cuda")(_icfrr_rerank_cuda)
+icfrr_candidates.register_kernel("cuda")(_icfrr_candidates_cuda)
 knn_topk.register_kernel("cuda")(_knn_topk_cuda)

@@ -26,8 +26,9 @@ class ICFRRResult(tuple):
     """``(values, indices)`` like ``torch.topk``'s result, plus ``history`` (None unless requested).
 
     Attributes:
-        values: (Q, k) float32 final keys, best first (for ``largest=False``: re-ranked distances, ascending).
-        indices: (Q, k) int64 gallery ids, best first.
+        values: (Q, k) float32 final keys, best first (for ``largest=False``: re-ranked distances, ascending); with
+            candidate lists (``ids``), of the scores' dtype, padded with -inf (+inf for distances).
+        indices: (Q, k) int64 gallery ids, best first (-1 past a row's candidates).
         history: (Q, T + 1, k) int64 order after every iteration ([:, 0] = initial ranking) or None.
     """
 
@@ -53,6 +54,7 @@ def icfrr(
     scores: Tensor,
     gallery: Union[GalleryGraph, Tensor],
     *,
+    ids: Optional[Tensor] = None,
     k_g: int = 256,
     k_q: int = 250,
     beta: float = 0.5,
@@ -73,10 +75,22 @@ def icfrr(
     gets key ``v_p + beta * delta`` where v is the initial scores sorted descending. ``semantics="paper"``:
     ``s^(t+1) = s^(t) + beta * delta^(t)``. A stable sort gives the next order (ties keep the current order).
 
+    With ``ids``, ``scores`` and ``ids`` are (Q, L) candidate lists from any first stage (an exact or approximate
+    k-NN index, a vector database): row q holds gallery ids in any order, possibly ending in padding -1 (its scores
+    are ignored). ICFRR then runs over exactly those candidates, as ``depth`` does over the top-L (votes for items
+    outside the list are dropped; alpha uses the whole gallery's G); the initial order sorts each row best first,
+    ties to the smaller id. On the exact top-L this equals ``depth=L`` bit for bit. A row with fewer than ``k``
+    candidates is padded with index -1 and value -inf (+inf for ``largest=False``).
+
     Args:
         scores: (Q, G) float16/bfloat16/float32/float64 query-gallery scores, larger is better; with
-            ``largest=False`` they are distances (e.g. ``torch.cdist``, as in the released code).
+            ``largest=False`` they are distances (e.g. ``torch.cdist``, as in the released code). With ``ids``:
+            the (Q, L) scores of the candidates.
         gallery: a :class:`GalleryGraph`, or a dense (G, G) gallery-gallery matrix of the same kind as ``scores``.
+            With ``ids``: a :class:`GalleryGraph` or a (G, K_g) int32 neighbour tensor (entries in [-1, G - 1];
+            -1 = no neighbour).
+        ids: (Q, L) int32/int64 candidate gallery ids, distinct per row, padding -1 only as a row's suffix; None
+            (default): ``scores`` are dense.
         k_g: neighbours per gallery item, in [1, G - 1] (published: TU-Berlin 512, Sketchy-21 125).
         k_q: voters per iteration, >= 1 (clipped to L; published: TU-Berlin 512, Sketchy-21 100).
         beta: vote weight, finite and >= 0.
@@ -85,19 +99,22 @@ def icfrr(
         largest: True when scores are similarities, False for distances.
         k: results per query (default: all L).
         depth: L, re-rank only the top-L of the initial ranking (default: all G, exact). A smaller L is an
-            approximation: votes for items outside it are dropped and only those L items are returned.
+            approximation: votes for items outside it are dropped and only those L items are returned. Not with
+            ``ids`` (the candidate lists set L).
         return_history: also return the order after every iteration as ``result.history``.
         early_stop: stop a query once an iteration leaves its voter set unchanged (the paper's "until
             convergence"; this can change results compared with running all T iterations).
         backend: "auto" (the registered op for the tensors' device) or "reference" (the dense oracle).
 
     Returns:
-        :class:`ICFRRResult` ``(values, indices)`` with ``history``.
+        :class:`ICFRRResult` ``(values, indices)`` with ``history``. Values are float32; with ``ids`` they have
+        ``scores``' dtype.
 
     Raises:
         TypeError: non-tensor or integer/complex inputs.
         ValueError: shape mismatches, G < 2, k_g not in [1, G - 1], k_q < 1, iters < 0, non-finite or negative
-            beta, NaN/inf scores, unknown semantics, out-of-range graph ids.
+            beta, NaN/inf scores, unknown semantics, out-of-range graph ids; with ``ids``: ids out of range,
+            repeated in a row or with padding before a candidate, NaN/inf scores of a candidate, ``depth`` given.
 
     Example:
         >>> import torch, icfrr_fast
@@ -114,6 +131,15 @@ def icfrr(
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool; got {type(largest).__name__}")
+    if isinstance(beta, int) and not isinstance(beta, bool):
+        beta = float(beta)
+    if ids is not None:
+        if depth is not None:
+            raise ValueError(f"depth cannot be combined with ids: the candidate lists set L (ids.shape[1]); "
+                             f"got depth={depth}")
+        return _icfrr_candidates(scores, ids, gallery, k_g=k_g, k_q=k_q, beta=beta, iters=iters,
+                                 semantics=semantics, largest=largest, k=k, return_history=return_history,
+                                 early_stop=early_stop, backend=backend)
     G = scores.shape[1]
     if G < 2:
         raise ValueError(f"the gallery must hold at least 2 items (scores.shape[1] >= 2); got {G}")
@@ -144,8 +170,6 @@ def icfrr(
                          f"move one with .to()")
     L = G if depth is None else depth
     k_out = L if k is None else k
-    if isinstance(beta, int) and not isinstance(beta, bool):
-        beta = float(beta)
     # argument types and ranges first (the op schema would reject a float k_q with a less helpful RuntimeError);
     # the data checks run once, inside the kernel, or here for the reference
     ops._validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out, return_history,
@@ -157,4 +181,37 @@ def icfrr(
     else:
         v, i, h = ops.icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out,
                                    return_history, early_stop)
+    return ICFRRResult(v, i, h if return_history else None)
+
+
+def _icfrr_candidates(scores: Tensor, ids: Tensor, gallery: Union[GalleryGraph, Tensor], *, k_g: int, k_q: int,
+                      beta: float, iters: int, semantics: str, largest: bool, k: Optional[int], return_history: bool,
+                      early_stop: bool, backend: str) -> ICFRRResult:
+    """``icfrr`` with candidate lists: the graph's first k_g neighbours, then ``icfrr_candidates``."""
+    if isinstance(gallery, GalleryGraph):
+        neighbors = gallery.neighbors_for(k_g)
+    elif isinstance(gallery, Tensor) and gallery.dtype == torch.int32 and gallery.dim() == 2:
+        if isinstance(k_g, bool) or not isinstance(k_g, int):
+            raise TypeError(f"k_g must be an int; got {type(k_g).__name__}")
+        if not 1 <= k_g <= gallery.shape[1]:
+            raise ValueError(f"k_g must be in [1, {gallery.shape[1]}] (the neighbour tensor holds "
+                             f"{gallery.shape[1]} neighbours per item); got {k_g}")
+        neighbors = gallery[:, :k_g]
+    else:
+        what = f"a {tuple(gallery.shape)} {gallery.dtype} tensor" if isinstance(gallery, Tensor) else \
+            type(gallery).__name__
+        raise TypeError(f"with ids, gallery must be a GalleryGraph or a (G, K_g) int32 neighbour tensor; got {what}")
+    if neighbors.device != scores.device:
+        raise ValueError(f"the gallery graph is on {neighbors.device} but scores are on {scores.device}; "
+                         f"move one with .to()")
+    G = neighbors.shape[0]
+    k_out = scores.shape[1] if k is None else k
+    args = (scores, ids, neighbors, G, k_q, beta, iters, semantics, largest, k_out, return_history, early_stop)
+    ops._validate_icfrr_candidates(*args, check_data=backend == "reference")
+    if backend == "reference":
+        v, i, h = reference.icfrr_candidates(scores, ids, neighbors, gallery_size=G, k_q=k_q, beta=beta,
+                                             iters=iters, semantics=semantics, largest=largest, k=k_out,
+                                             return_history=return_history, early_stop=early_stop)
+    else:
+        v, i, h = ops.icfrr_candidates(*args)
     return ICFRRResult(v, i, h if return_history else None)

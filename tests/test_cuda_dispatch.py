@@ -60,7 +60,7 @@ class _FakeCudaBuild(types.SimpleNamespace):
 
 
 def test_cuda_kernels_are_registered():
-    for op in ("icfrr_rerank", "dense_topk", "knn_topk"):
+    for op in ("icfrr_rerank", "icfrr_candidates", "dense_topk", "knn_topk"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"icfrr_fast::{op}", "CUDA"), op
         assert "cuda" in ops.KERNEL_DEVICES[op], op
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import icfrr_fast
-from icfrr_fast import GalleryGraph, ops, reference
+from icfrr_fast import GalleryGraph, _native, ops, reference
 from icfrr_fast.testing import cross_domain_features
 from _assertions import assert_rankings_equal, assert_values_equal
 
@@ -114,6 +114,22 @@ def test_padding_outputs_and_empty_rows():
                                                            iters=2, largest=largest, k=8, return_history=True))
 
 
+@pytest.mark.parametrize("L", [20, 100], ids=["short-tie-run", "long-tie-run"])
+def test_equal_scores_order_by_id(L):
+    """All scores equal in shuffled rows: the initial order is by id (runs of more than 32 equal keys take the
+    radix path of the tie ordering), and ICFRR from there matches the reference."""
+    gen = torch.Generator().manual_seed(L)
+    N = 3 * L
+    nb = _graph(N, 8, gen)
+    ids = torch.stack([torch.randperm(N, generator=gen)[:L] for _ in range(3)])
+    scores = torch.full((3, L), 0.25)
+    scores[1, ::3] = -0.0  # -0.0 ties with +0.0
+    scores[1, 1::3] = 0.0
+    v, i, _ = ops.icfrr_candidates(scores, ids, nb, N, 5, 0.5, 0, "reference", True, L, False, False)
+    assert torch.equal(i[0], torch.sort(ids[0]).values) and torch.equal(i[2], torch.sort(ids[2]).values)
+    _assert_same(*_both(scores, ids, nb, N, k_q=5, beta=0.5, iters=3))
+
+
 def test_no_queries():
     nb = _graph(10, 3, torch.Generator().manual_seed(0))
     v, i, h = ops.icfrr_candidates(torch.empty(0, 4), torch.empty(0, 4, dtype=torch.int64), nb, 10, 2, 0.5, 2,
@@ -154,6 +170,24 @@ def test_exact_top_l_equals_dense_depth(semantics, shuffle, tied):
             cv, ci = cv.gather(1, perm), ci.gather(1, perm)
         got = ops.icfrr_candidates(cv, ci, nb, G, 8, 0.5, 5, semantics, largest, 20, True, early_stop)
         _assert_same(got, want)
+
+
+@pytest.mark.parametrize("semantics", ["reference", "paper"])
+def test_dense_core_top_l_route_agrees(semantics):
+    """The core's dense route (a sort of all G scores, top-L kept; what the CUDA build runs) and the op's CPU route
+    (dense_topk, then the candidate kernel) give the same bits."""
+    gen = torch.Generator().manual_seed(4)
+    G, L, Q, k = 90, 25, 5, 12
+    nb = _graph(G, 7, gen)
+    dense = torch.randint(0, 6, (Q, G), generator=gen).float()  # ties
+    want = ops.icfrr_rerank(dense, nb, 6, 0.5, 4, semantics, False, L, k, True, True)
+    got = tuple(torch.empty_like(t) for t in want)
+    _native.load().icfrr_rerank(
+        scores=dense.data_ptr(), scores_is_double=False, score_stride=G, largest=False, neighbors=nb.data_ptr(),
+        nbr_stride=nb.stride(0), Q=Q, G=G, K_g=7, k_q=6, beta=0.5, iters=4, paper=semantics == "paper", depth=L,
+        k=k, early_stop=True, out_values=got[0].data_ptr(), out_indices=got[1].data_ptr(),
+        out_history=got[2].data_ptr(), num_threads=2)
+    _assert_same(got, want)
 
 
 def test_results_do_not_depend_on_thread_count():
@@ -200,6 +234,55 @@ def test_properties(N, Q, data):
     real_first = torch.sort((ids[:, perm] < 0).to(torch.int8), dim=1, stable=True).indices  # padding stays a suffix
     ps, pi = scores[:, perm].gather(1, real_first), ids[:, perm].gather(1, real_first)
     _assert_same(ops.icfrr_candidates(ps, pi, nb, G, k_q, 0.5, iters, semantics, True, k, True, False), got)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# public API: icfrr(..., ids=...) and ICFRRIndex.search(depth=L)
+# ------------------------------------------------------------------------------------------------------------------
+def test_public_api_with_ids():
+    d = cross_domain_features(5, 200, 16, 5, seed=4)
+    qg, gg = torch.cdist(d.queries, d.gallery), torch.cdist(d.gallery, d.gallery)
+    graph = GalleryGraph.from_distances(gg, 32)
+    dense = icfrr_fast.icfrr(qg, graph, k_g=20, k_q=15, largest=False, depth=40, k=10, return_history=True)
+    cv, ci = ops.dense_topk(qg, 40, False, False, 0)
+    perm = torch.randperm(40)
+    for gallery in (graph, graph.neighbors):  # a GalleryGraph or its (G, K_g) int32 tensor
+        res = icfrr_fast.icfrr(cv[:, perm], gallery, ids=ci[:, perm].to(torch.int32), k_g=20, k_q=15,
+                               largest=False, k=10, return_history=True)
+        _assert_same((res.values, res.indices, res.history), (dense.values, dense.indices, dense.history))
+    ref = icfrr_fast.icfrr(cv, graph, ids=ci, k_g=20, k_q=15, largest=False, k=10, backend="reference")
+    assert torch.equal(ref.indices, dense.indices) and torch.equal(ref.values, dense.values)
+    half = icfrr_fast.icfrr(cv.to(torch.float16), graph, ids=ci, k_g=20, k_q=15, largest=False)
+    assert half.values.dtype == torch.float16 and half.indices.shape == (5, 40) and half.history is None
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(depth=10), ValueError, "depth cannot be combined with ids"),
+    (dict(gallery="graph"), TypeError, "with ids, gallery must be a GalleryGraph or a \\(G, K_g\\) int32"),
+    (dict(gallery=torch.zeros(20, 20)), TypeError, "with ids, gallery must be a GalleryGraph"),
+    (dict(k_g=5), ValueError, r"k_g must be in \[1, 4\] \(the neighbour tensor holds 4"),
+    (dict(ids=[[0, 1]]), TypeError, "ids must be a torch.Tensor"),
+    (dict(ids=torch.zeros(2, 10, dtype=torch.int64)), ValueError, "ids must be distinct in each row"),
+    (dict(ids=torch.zeros(2, 10, dtype=torch.int64), backend="reference"), ValueError, "ids must be distinct"),
+])
+def test_public_api_with_ids_bad_input(kw, exc, match):
+    gen = torch.Generator().manual_seed(0)
+    scores, ids = _candidates(2, 10, 20, gen, pad=False)
+    a = dict(gallery=_graph(20, 4, gen), ids=ids, k_g=4, k_q=3)
+    a.update(kw)
+    with pytest.raises(exc, match=match):
+        icfrr_fast.icfrr(scores, a.pop("gallery"), **a)
+
+
+def test_index_search_depth_feeds_knn_topk_into_candidates():
+    """search(depth=L) = knn_topk's (values, ids) handed to icfrr_candidates = icfrr_rerank over the dense scores
+    with depth L (the dense op's own path: dense_topk, then the same candidate kernel)."""
+    d = cross_domain_features(6, 150, 16, 5, seed=1)
+    index = icfrr_fast.ICFRRIndex(d.gallery, k_g=12, metric="l2")
+    D, I, H = index.search(d.queries, 10, k_q=8, iters=4, depth=30, return_history=True, batch_size=4)
+    dense = ops.knn_scores(d.queries, d.gallery, "l2", "fp32")
+    v, i, h = ops.icfrr_rerank(dense, index.graph.neighbors, 8, 0.5, 4, "reference", False, 30, 10, True, False)
+    _assert_same((D, I, H), (v, i, h))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -252,8 +335,11 @@ def _call(**kw):
     a = dict(scores=scores, ids=ids, neighbors=_graph(20, 4, gen), gallery_size=20, k_q=4, beta=0.5, iters=2,
              semantics="reference", largest=True, k=10, return_history=False, early_stop=False)
     a.update(kw)
-    if not all(isinstance(a[n], torch.Tensor) for n in ("scores", "ids", "neighbors")) or type(a["gallery_size"]) \
-            is not int or type(a["largest"]) is not bool:  # the op's schema rejects these before any kernel: check the validator's own message
+    tensors = [a[n] for n in ("scores", "ids", "neighbors")]
+    if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tensors) or \
+            type(a["gallery_size"]) is not int or type(a["largest"]) is not bool:
+        # the op's schema (or the dispatcher, for mixed devices) rejects these before any kernel: check the
+        # validator's own message
         return ops._validate_icfrr_candidates(*a.values(), check_data=True)
     return ops.icfrr_candidates(*a.values())
 
@@ -278,6 +364,10 @@ BAD_INPUT = [
     (dict(ids=[[0, 1]]), TypeError, "ids must be a torch.Tensor"),
     (dict(neighbors=torch.zeros(20, 4, dtype=torch.int64)), TypeError, "neighbors must be an int32 tensor"),
     (dict(neighbors=torch.zeros(20, dtype=torch.int32)), ValueError, r"neighbors must be 2-D \(N, K_g\)"),
+    (dict(ids=torch.zeros(2, 10, dtype=torch.int64, device="meta")), ValueError, "ids must be on scores' device"),
+    (dict(neighbors=torch.zeros(20, 4, dtype=torch.int32, device="meta")), ValueError,
+     "neighbors must be on scores' device"),
+    (dict(neighbors=torch.zeros(0, 4, dtype=torch.int32)), ValueError, "neighbors must have between 1 and"),
     (dict(gallery_size=19), ValueError, r"gallery_size must be in \[20, "),
     (dict(gallery_size=20.0), TypeError, "gallery_size must be an int"),
     (dict(neighbors=torch.zeros(20, 20, dtype=torch.int32)), ValueError, r"k_g must be in \[1, G - 1\]"),

@@ -24,4 +24,5 @@ def test_readme_example_runs():
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["indices"].shape == (200, 5000) and scope["I"].shape == (200, 100)
+    assert scope["res_c"].indices.shape == (200, 100)
     assert set(scope["m"]) >= {"mAP@all", "mAP@200", "P@100", "P@200"}

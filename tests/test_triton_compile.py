@@ -23,7 +23,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_icfrr_kernel_compiles_for_sm90_without_fma():
     r = _run("--arch", "90", "--kernels", "icfrr", "--quick")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "icfrr_iterate" in r.stdout and r.stdout.rstrip().endswith("ok"), r.stdout
+    assert "icfrr_candidates" in r.stdout and r.stdout.rstrip().endswith("ok"), r.stdout
 
 
 def test_fma_detector():

@@ -15,6 +15,7 @@ import triton  # noqa: F401  -- no skip: without triton these tests must fail, n
 
 from icfrr_fast import ops, reference
 from icfrr_fast.testing import cross_domain_features
+from icfrr_fast.triton import icfrr_candidates as tric
 from icfrr_fast.triton import icfrr_rerank as tri
 from _assertions import assert_rankings_equal, assert_values_equal
 
@@ -83,31 +84,31 @@ def test_icfrr_rerank_triton_clustered_batches():
     assert not torch.equal(want[2][:, 0], want[2][:, -1]), "the data should make ICFRR change some orders"
 
 
-def test_icfrr_iterate_triton_from_candidates():
-    """The second stage alone, fed with (Q, L) candidates as the fused k-NN produces them (best first, ids int64):
-    the same result as the dense op with depth L."""
+def test_icfrr_candidates_triton_from_sorted_candidates():
+    """The second stage alone, fed with (Q, L) candidates as the fused k-NN produces them (best first, ids int64,
+    rows_sorted): the same result as the dense op with depth L."""
     Q, G, L = 4, 40, 24
     scores = _scores(Q, G, seed=7)
     nbr = _graph(G, 6, seed=8)
     cv, ci = reference.dense_topk(scores.to(torch.float64), L)
-    got = tri.icfrr_iterate_triton(cv, ci, nbr, k_q=7, beta=0.5, iters=3, k=12, return_history=True,
-                                   alloc=ops._alloc)
+    got = tric.icfrr_candidates_triton(cv, ci, nbr, G, 7, 0.5, 3, "reference", True, 12, True, False,
+                                       rows_sorted=True, out_dtype=torch.float32, alloc=ops._alloc)
     want = ops.icfrr_rerank(scores, nbr, 7, 0.5, 3, "reference", True, L, 12, True, False)
     _assert_same(got, want)
 
 
-def test_icfrr_iterate_triton_rejects_too_deep():
-    cv = torch.zeros(1, tri.MAX_DEPTH + 1, dtype=torch.float64)
-    ci = torch.arange(tri.MAX_DEPTH + 1)[None]
+def test_icfrr_candidates_triton_rejects_too_deep():
+    cv = torch.zeros(1, tric.MAX_DEPTH + 1, dtype=torch.float64)
+    ci = torch.arange(tric.MAX_DEPTH + 1)[None]
     with pytest.raises(ValueError, match="at most 4096 candidates"):
-        tri.icfrr_iterate_triton(cv, ci, torch.zeros(tri.MAX_DEPTH + 2, 1, dtype=torch.int32), k_q=1, beta=0.5,
-                                 iters=1)
+        tric.icfrr_candidates_triton(cv, ci, torch.zeros(tric.MAX_DEPTH + 2, 1, dtype=torch.int32),
+                                     tric.MAX_DEPTH + 2, 1, 0.5, 1, "reference", True, 1, False, False)
 
 
 def test_icfrr_limits_agree_with_ops():
     """ops chooses the Triton path without importing triton, from constants that must match the kernels'."""
     from icfrr_fast.triton import dense_topk, knn_topk
 
-    assert ops.TRITON_MAX_DEPTH == tri.MAX_DEPTH
+    assert ops.TRITON_MAX_DEPTH == tri.MAX_DEPTH == tric.MAX_DEPTH
     assert ops.TRITON_MAX_K == dense_topk.MAX_K == knn_topk.MAX_K
     assert knn_topk.METRICS == ops.KNN_METRICS

@@ -5,7 +5,7 @@ Launchers (host functions; arguments are validated by ``icfrr_fast.ops`` before 
     dense_topk_triton      per-row top-k of a dense matrix                      (op icfrr_fast::dense_topk)
     knn_topk_triton        fused similarity (tl.dot) + top-k, no Q x G matrix   (op icfrr_fast::knn_topk)
     icfrr_rerank_triton    top-L candidates + all ICFRR iterations per query   (op icfrr_fast::icfrr_rerank)
-    icfrr_iterate_triton   the ICFRR iterations alone, from (Q, L) candidates
+    icfrr_candidates_triton  all ICFRR iterations over (Q, L) candidate lists  (op icfrr_fast::icfrr_candidates)
 
 Under ``TRITON_INTERPRET=1`` (set before this package is imported) every kernel runs on CPU tensors; the tests use
 that. Kernel files open with their contract (STYLE §5).

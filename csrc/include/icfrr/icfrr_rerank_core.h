@@ -397,10 +397,6 @@ ICFRR_HD void write_history(const RerankArgs& a, const RerankScratch<Acc>& w, in
   for (int64_t p = 0; p < a.k; ++p) h[p] = p < L ? w.order[p] : -1;
 }
 
-}  // namespace detail
-
-namespace detail {
-
 /// Initial order of query q: from dense scores (the tag DenseRows) or from its candidate list (int32_t / int64_t).
 template <typename T, typename Acc>
 ICFRR_HD int64_t first_order(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w, const DenseRows*) {
