@@ -9,6 +9,7 @@ triton, timm or faiss, does not initialise CUDA, and succeeds even when the comp
 from . import metrics, ops, reference
 from ._native import get_num_threads, set_num_threads
 from .cluster_retrieve import cluster_retrieve
+from .faiss_stage import FaissICFRR
 from .graph import GalleryGraph
 from .index import ICFRRIndex
 from .knn import KNNResult, knn
@@ -21,6 +22,7 @@ __all__ = [
     "ICFRRResult",
     "GalleryGraph",
     "ICFRRIndex",
+    "FaissICFRR",
     "knn",
     "KNNResult",
     "cluster_retrieve",

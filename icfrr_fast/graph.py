@@ -141,68 +141,41 @@ class GalleryGraph:
         return cls._trusted(neighbors, values, largest)
 
     @classmethod
-    def from_faiss(cls, index, k: int, *, x=None, fill_exact: bool = True) -> "GalleryGraph":
+    def from_faiss(cls, index, k: int, *, x=None, fill_exact: bool = True,
+                   batch_size: Optional[int] = None) -> "GalleryGraph":
         """Gallery graph from any faiss index over the gallery (approximate indexes give approximate graphs).
 
-        Searches the index with its own vectors for k + 1 neighbours, removes item i from row i by index (or the
-        last result when the index did not return i), and maps faiss' squared L2 distances to distances.
-        Approximate indexes may return fewer than k + 1 results (id -1): with ``fill_exact`` those rows are
-        completed with the nearest remaining items by exact search over ``x`` (a row stays in faiss' order first).
+        The rule, per item i: search the index with x_i for k + 1 results; drop item i itself wherever it appears
+        (by index, even when a duplicate vector ranks before it), faiss' ``-1`` padding and every repeat of an id
+        (approximate indexes can return an id twice; the first, best-ranked occurrence stays); keep the first k
+        survivors in faiss' order. A row left with fewer than k neighbours is completed (``fill_exact=True``) with
+        the exactly nearest items not yet in it (fused exact k-NN over ``x``), appended after faiss' results; with
+        ``fill_exact=False`` such rows raise ``ValueError``. No duplicate, no ``-1`` and no self id is ever kept.
+        faiss itself is not imported: the index object is used as given (a GPU index works through faiss' numpy
+        interface); the graph is returned on the CPU (``.to(device)`` moves it).
 
         Args:
-            index: a faiss index holding the G gallery vectors (METRIC_L2 or METRIC_INNER_PRODUCT). faiss itself is
-                not imported here; any object with ``ntotal``, ``metric_type``, ``search`` (and ``reconstruct_n``
-                when ``x`` is None) works.
+            index: a faiss index holding the G gallery vectors with ids 0 .. G - 1 (METRIC_L2 or
+                METRIC_INNER_PRODUCT): IndexFlat, IndexIVF*, IndexHNSW*, IndexPQ, ... Only ``ntotal``, ``d``,
+                ``metric_type``, ``search`` and (when ``x`` is None) ``reconstruct_n`` are used.
             k: neighbours per item, in [1, G - 1].
-            x: (G, D) float32 array/tensor of the indexed vectors (default: ``index.reconstruct_n(0, G)``; IVF
-                indexes need ``index.make_direct_map()`` first).
+            x: (G, D) float array/tensor of the indexed vectors (default: ``index.reconstruct_n(0, G)``; IVF
+                indexes of some faiss versions need ``index.make_direct_map()`` first, and PQ/SQ indexes reconstruct
+                approximate vectors: pass the originals).
             fill_exact: complete short rows by exact search (else raise ValueError).
+            batch_size: gallery rows per ``index.search`` call (default: about 64 MB of results per call).
 
         Returns:
-            GalleryGraph: ``largest`` True for inner product (values are similarities), False for L2 (distances).
+            GalleryGraph: ``largest`` True for inner product (values are similarities), False for L2 (Euclidean
+            distances, from faiss' squared ones). Values are the index's own: approximate for compressed codes.
+
+        Raises:
+            TypeError / ValueError: not a faiss index, unsupported metric, G < 2, k not in [1, G - 1], x of the wrong
+                shape or not finite, ids outside [-1, G - 1], short rows with ``fill_exact=False``.
         """
-        G = int(index.ntotal)
-        if G < 2:
-            raise ValueError(f"the index must hold at least 2 vectors; got ntotal = {G}")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= G - 1:
-            raise ValueError(f"k must be an int in [1, G - 1] = [1, {G - 1}]; got {k!r}")
-        metric_type = int(index.metric_type)
-        if metric_type not in (0, 1):  # faiss.METRIC_INNER_PRODUCT = 0, faiss.METRIC_L2 = 1
-            raise ValueError(f"from_faiss supports METRIC_L2 and METRIC_INNER_PRODUCT indexes; got metric_type "
-                             f"{metric_type}")
-        largest = metric_type == 0
-        if x is None:
-            x = index.reconstruct_n(0, G)
-        xt = _as_tensor(x, "x").to(torch.float32).contiguous()
-        if xt.dim() != 2 or xt.shape[0] != G:
-            raise ValueError(f"x must be the (G, D) = ({G}, D) indexed vectors; got shape {tuple(xt.shape)}")
-        dist, ids = index.search(xt.numpy(), k + 1)
-        ids = torch.as_tensor(ids).to(torch.int64)
-        dist = torch.as_tensor(dist).to(torch.float32)
-        rows = torch.arange(G)
-        is_self = ids == rows[:, None]
-        # drop item i where faiss returned it, else the last column (DESIGN §2: self excluded by index)
-        drop = torch.where(is_self.any(dim=1), is_self.to(torch.int8).argmax(dim=1), torch.full_like(rows, k))
-        keep = torch.ones_like(ids, dtype=torch.bool)
-        keep[rows, drop] = False
-        ids, dist = ids[keep].view(G, k), dist[keep].view(G, k)
-        if not largest:
-            dist = dist.clamp_min(0).sqrt()  # faiss reports squared L2 distances
-        short = (ids < 0).any(dim=1).nonzero().flatten()
-        if len(short):
-            if not fill_exact:
-                raise ValueError(f"the index returned fewer than k + 1 = {k + 1} results for {len(short)} items "
-                                 f"(id -1); pass fill_exact=True or search it with more probes")
-            metric = "ip" if largest else "l2"
-            ev, ei = ops.knn_topk(xt[short], xt, k + 1, metric, largest, False, 0, "fp32")  # k others + self
-            for n, i in enumerate(short.tolist()):
-                valid = ids[i] >= 0
-                have_ids, have_d = ids[i][valid], dist[i][valid]
-                seen = set(have_ids.tolist()) | {i}
-                fill = [(float(v), int(j)) for v, j in zip(ev[n], ei[n]) if int(j) not in seen][: k - len(have_ids)]
-                ids[i] = torch.cat([have_ids, torch.tensor([j for _, j in fill], dtype=torch.int64)])
-                dist[i] = torch.cat([have_d, torch.tensor([v for v, _ in fill], dtype=torch.float32)])
-        return cls(ids, dist, largest=largest)
+        from .faiss_stage import graph_from_faiss  # the first-stage module imports this one
+
+        return graph_from_faiss(index, k, x=x, fill_exact=fill_exact, batch_size=batch_size)
 
     @classmethod
     def _trusted(cls, neighbors: Tensor, values: Optional[Tensor], largest: bool) -> "GalleryGraph":

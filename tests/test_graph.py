@@ -128,7 +128,7 @@ def test_from_faiss_fills_minus_one_padding_exactly():
     n = graph.neighbors.long()
     assert bool((n >= 0).all()) and not bool((n == torch.arange(400)[:, None]).any())
     assert all(len(set(row.tolist())) == 30 for row in n)
-    with pytest.raises(ValueError, match="fewer than k \\+ 1"):
+    with pytest.raises(ValueError, match="fewer than k = 30 distinct neighbours"):
         GalleryGraph.from_faiss(index, 30, x=g, fill_exact=False)
 
 
