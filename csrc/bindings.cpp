@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "icfrr/dense_topk.h"
+#include "icfrr/icfrr_candidates.h"
 #include "icfrr/icfrr_rerank.h"
 #include "icfrr/knn_topk.h"
 #include "icfrr/simd.h"
@@ -58,6 +59,7 @@ icfrr::RerankArgs rerank_args(uintptr_t scores, bool scores_is_double, int64_t s
   a.nbr_stride = nbr_stride;
   a.Q = Q;
   a.G = G;
+  a.N = G;
   a.K_g = K_g;
   a.k_q = k_q;
   a.beta = beta;
@@ -66,7 +68,7 @@ icfrr::RerankArgs rerank_args(uintptr_t scores, bool scores_is_double, int64_t s
   a.depth = depth;
   a.k = k;
   a.early_stop = early_stop;
-  a.out_values = as_ptr<float>(out_values);
+  a.out_values = as_ptr<void>(out_values);
   a.out_indices = as_ptr<int64_t>(out_indices);
   a.out_history = as_ptr<int64_t>(out_history);
   return a;
@@ -93,6 +95,30 @@ PYBIND11_MODULE(_C, m) {
       py::arg("neighbors"), py::arg("nbr_stride"), py::arg("Q"), py::arg("G"), py::arg("K_g"), py::arg("k_q"),
       py::arg("beta"), py::arg("iters"), py::arg("paper"), py::arg("depth"), py::arg("k"), py::arg("early_stop"),
       py::arg("out_values"), py::arg("out_indices"), py::arg("out_history"), py::arg("num_threads"));
+
+  m.def(
+      "icfrr_candidates",
+      [](uintptr_t scores, bool scores_is_double, int64_t score_stride, bool largest, uintptr_t ids, bool ids_is_int64,
+         int64_t ids_stride, uintptr_t neighbors, int64_t nbr_stride, int64_t Q, int64_t L, int64_t N,
+         int64_t gallery_size, int64_t K_g, int64_t k_q, double beta, int64_t iters, bool paper, int64_t k,
+         bool early_stop, uintptr_t out_values, bool values_is_double, uintptr_t out_indices, uintptr_t out_history,
+         int num_threads) {
+        icfrr::RerankArgs a = rerank_args(scores, scores_is_double, score_stride, largest, neighbors, nbr_stride, Q,
+                                          gallery_size, K_g, k_q, beta, iters, paper, L, k, early_stop, out_values,
+                                          out_indices, out_history);
+        a.N = N;
+        a.ids = as_ptr<const void>(ids);
+        a.ids_is_int64 = ids_is_int64;
+        a.ids_stride = ids_stride;
+        a.values_is_double = values_is_double;
+        a.num_threads = num_threads;
+        run_interruptible([&](icfrr::InterruptPoll poll) { return icfrr::icfrr_candidates_cpu(a, poll); });
+      },
+      py::arg("scores"), py::arg("scores_is_double"), py::arg("score_stride"), py::arg("largest"), py::arg("ids"),
+      py::arg("ids_is_int64"), py::arg("ids_stride"), py::arg("neighbors"), py::arg("nbr_stride"), py::arg("Q"),
+      py::arg("L"), py::arg("N"), py::arg("gallery_size"), py::arg("K_g"), py::arg("k_q"), py::arg("beta"),
+      py::arg("iters"), py::arg("paper"), py::arg("k"), py::arg("early_stop"), py::arg("out_values"),
+      py::arg("values_is_double"), py::arg("out_indices"), py::arg("out_history"), py::arg("num_threads"));
 
   m.def(
       "dense_topk",

@@ -14,6 +14,8 @@ Ops:
     icfrr_fast::dense_topk(x, k, largest, exclude_self, row_offset) -> (values, indices)
     icfrr_fast::icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                              early_stop) -> (values, indices, history)
+    icfrr_fast::icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+                                 return_history, early_stop) -> (values, indices, history)
     icfrr_fast::knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision) -> (values, indices)
     icfrr_fast::knn_scores(x, y, metric, precision) -> scores   (knn_topk's dense mode, same arithmetic)
 """
@@ -30,8 +32,8 @@ from torch import Tensor
 
 from . import _native, reference
 
-__all__ = ["dense_topk", "icfrr_rerank", "knn_topk", "knn_scores", "KERNEL_DEVICES", "SEMANTICS", "KNN_METRICS",
-           "KNN_PRECISIONS"]
+__all__ = ["dense_topk", "icfrr_rerank", "icfrr_candidates", "knn_topk", "knn_scores", "KERNEL_DEVICES", "SEMANTICS",
+           "KNN_METRICS", "KNN_PRECISIONS"]
 
 SEMANTICS = ("reference", "paper")
 #: metrics of knn_topk / knn_scores: inner product, cosine, Euclidean distance, squared Euclidean distance
@@ -40,8 +42,8 @@ KNN_METRICS = ("ip", "cosine", "l2", "l2sq")
 KNN_PRECISIONS = ("fp32", "bf16")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: devices with a native kernel per op; every other device runs the reference. Tests parametrise over this.
-KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "knn_topk": ["cpu", "cuda"],
-                  "knn_scores": ["cpu"]}
+KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "icfrr_candidates": ["cpu"],
+                  "knn_topk": ["cpu", "cuda"], "knn_scores": ["cpu"]}
 
 # Tests set this to fill kernel outputs with poison before the kernel runs, so an unwritten element fails them.
 _poison_outputs = False
@@ -138,20 +140,71 @@ def _(x, k, largest, exclude_self, row_offset):
     return x.new_empty((R, k)), x.new_empty((R, k), dtype=torch.int64)
 
 
-@dense_topk.register_kernel("cpu")
-def _(x, k, largest, exclude_self, row_offset):
-    _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
-    C = _native.load()
-    xk = _as_kernel_float(x)
+def _dense_topk_cpu(xk: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int) -> Tuple[Tensor, Tensor]:
+    """The C++ kernel on a validated float32/float64 ``xk`` (``_as_kernel_float``): values of xk's dtype."""
     R, Cn = xk.shape
-    values = _alloc((R, k), xk.dtype, x.device)
-    indices = _alloc((R, k), torch.int64, x.device)
-    C.dense_topk(
+    values = _alloc((R, k), xk.dtype, xk.device)
+    indices = _alloc((R, k), torch.int64, xk.device)
+    _native.load().dense_topk(
         x=xk.data_ptr(), x_is_double=xk.dtype == torch.float64, x_stride=xk.stride(0), R=R, C=Cn, k=k,
         largest=largest, exclude_self=exclude_self, row_offset=row_offset, out_values=values.data_ptr(),
         out_indices=indices.data_ptr(), num_threads=_native.get_num_threads(),
     )
+    return values, indices
+
+
+@dense_topk.register_kernel("cpu")
+def _(x, k, largest, exclude_self, row_offset):
+    _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
+    values, indices = _dense_topk_cpu(_as_kernel_float(x), k, largest, exclude_self, row_offset)
     return values.to(x.dtype), indices
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Checks shared by icfrr_rerank and icfrr_candidates
+# ------------------------------------------------------------------------------------------------------------------
+def _check_icfrr_flags(largest: bool, return_history: bool, early_stop: bool) -> None:
+    for name, flag in (("largest", largest), ("return_history", return_history), ("early_stop", early_stop)):
+        _check_bool(name, flag)
+
+
+def _check_graph(neighbors: Tensor, device: torch.device, rows: str) -> None:
+    """neighbors: a 2-D int32 tensor on ``device``; ``rows`` names its row count in messages."""
+    torch._check_type(isinstance(neighbors, Tensor),
+                      lambda: f"neighbors must be a torch.Tensor; got {type(neighbors).__name__}")
+    torch._check_type(neighbors.dtype == torch.int32,
+                      lambda: f"neighbors must be an int32 tensor (GalleryGraph stores it so); got {neighbors.dtype}")
+    torch._check_value(neighbors.dim() == 2,
+                       lambda: f"neighbors must be 2-D ({rows}, K_g); got {tuple(neighbors.shape)}")
+    torch._check_value(neighbors.device == device,
+                       lambda: f"neighbors must be on scores' device {device}; got {neighbors.device}")
+
+
+def _check_icfrr_params(k_q: int, beta: float, iters: int, semantics: str, K_g: int, G: int, L: int,
+                        L_name: str) -> None:
+    """k_g (= neighbors.shape[1]) against the gallery size G, then k_q, beta, iters, semantics and the capacity of
+    the integer vote accumulators for up to L candidates (``L_name`` names L in messages)."""
+    torch._check_value(1 <= K_g <= G - 1, lambda: f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {K_g}")
+    _check_int("k_q", k_q, 1)
+    torch._check_type(isinstance(beta, (int, float)) and not isinstance(beta, bool),
+                      lambda: f"beta must be a float; got {type(beta).__name__}")
+    torch._check_value(math.isfinite(beta) and beta >= 0, lambda: f"beta must be finite and >= 0; got {beta}")
+    _check_int("iters", iters, 0)
+    torch._check_type(isinstance(semantics, str), lambda: f"semantics must be a str; got {type(semantics).__name__}")
+    torch._check_value(semantics in SEMANTICS, lambda: f"semantics must be one of {SEMANTICS}; got {semantics!r}")
+    kq = min(k_q, L)
+    torch._check_value(kq < 2**24 and kq * (K_g - 1) < 2**40,
+                       lambda: f"min(k_q, {L_name}) * (k_g - 1) must be < 2^40 and min(k_q, {L_name}) < 2^24 "
+                       f"(integer vote accumulators); got k_q={k_q}, {L_name}={L}, k_g={K_g}")
+
+
+def _check_id_range(name: str, t: Tensor, lo: int, hi: int, hi_name: str) -> None:
+    """Data check: every entry of the integer tensor t in [lo, hi] (``hi_name`` spells hi in the message)."""
+    if t.numel():
+        mn, mx = torch.aminmax(t)
+        mn, mx = int(mn), int(mx)
+        if mn < lo or mx > hi:
+            raise ValueError(f"{name} must be in [{lo}, {hi_name}] = [{lo}, {hi}]; got ids in [{mn}, {mx}]")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -161,41 +214,19 @@ def _validate_icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: fl
                            largest: bool, depth: int, k: int, return_history: bool, early_stop: bool,
                            check_data: bool = False) -> None:
     _check_float_matrix("scores", scores)
-    for name, flag in (("largest", largest), ("return_history", return_history), ("early_stop", early_stop)):
-        _check_bool(name, flag)
-    torch._check_type(isinstance(neighbors, Tensor),
-                      lambda: f"neighbors must be a torch.Tensor; got {type(neighbors).__name__}")
-    torch._check_type(neighbors.dtype == torch.int32,
-                      lambda: f"neighbors must be an int32 tensor (GalleryGraph stores it so); got {neighbors.dtype}")
-    torch._check_value(neighbors.dim() == 2, lambda: f"neighbors must be 2-D (G, K_g); got {tuple(neighbors.shape)}")
-    torch._check_value(neighbors.device == scores.device,
-                       lambda: f"neighbors must be on scores' device {scores.device}; got {neighbors.device}")
+    _check_icfrr_flags(largest, return_history, early_stop)
+    _check_graph(neighbors, scores.device, "G")
     Q, G = scores.shape
     torch._check_value(G >= 2, lambda: f"the gallery must hold at least 2 items (scores.shape[1] >= 2); got {G}")
     torch._check_value(G < 2**31 - 1, lambda: f"the gallery must hold fewer than 2^31 - 1 items; got {G}")
     torch._check_value(neighbors.shape[0] == G, lambda: f"neighbors must have one row per gallery item "
                        f"(scores.shape[1] = {G}); got {neighbors.shape[0]} rows")
-    K_g = neighbors.shape[1]
-    torch._check_value(1 <= K_g <= G - 1, lambda: f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {K_g}")
-    _check_int("k_q", k_q, 1)
-    torch._check_type(isinstance(beta, (int, float)) and not isinstance(beta, bool),
-                      lambda: f"beta must be a float; got {type(beta).__name__}")
-    torch._check_value(math.isfinite(beta) and beta >= 0, lambda: f"beta must be finite and >= 0; got {beta}")
-    _check_int("iters", iters, 0)
-    torch._check_type(isinstance(semantics, str), lambda: f"semantics must be a str; got {type(semantics).__name__}")
-    torch._check_value(semantics in SEMANTICS, lambda: f"semantics must be one of {SEMANTICS}; got {semantics!r}")
     _check_int("depth", depth, 1, G, " (the gallery size)")
+    _check_icfrr_params(k_q, beta, iters, semantics, neighbors.shape[1], G, depth, "depth")
     _check_int("k", k, 1, depth, " (the candidate depth)")
-    kq = min(k_q, depth)
-    torch._check_value(kq < 2**24 and kq * (K_g - 1) < 2**40,
-                       lambda: f"min(k_q, depth) * (k_g - 1) must be < 2^40 and min(k_q, depth) < 2^24 "
-                       f"(integer vote accumulators); got k_q={k_q}, depth={depth}, k_g={K_g}")
     if check_data:
         _check_finite("scores", scores)
-        if neighbors.numel():
-            lo, hi = int(neighbors.min()), int(neighbors.max())
-            if lo < 0 or hi >= G:
-                raise ValueError(f"gallery graph ids must be in [0, G - 1] = [0, {G - 1}]; got ids in [{lo}, {hi}]")
+        _check_id_range("gallery graph ids", neighbors, 0, G - 1, "G - 1")
 
 
 @torch.library.custom_op("icfrr_fast::icfrr_rerank", mutates_args=())
@@ -232,10 +263,15 @@ def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_
 def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history, early_stop):
     _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                            early_stop, check_data=True)
-    C = _native.load()
     s = _as_kernel_float(scores)
-    nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
     Q, G = s.shape
+    if depth < G:  # the top-L candidates (one selection pass over the G scores), then ICFRR over them
+        cv, ci = _dense_topk_cpu(s, depth, largest, False, 0)
+        v, i, h = _icfrr_candidates_cpu(cv, ci, neighbors, G, k_q, beta, iters, semantics, largest, k,
+                                        return_history, early_stop)
+        return v.to(torch.float32), i, h
+    C = _native.load()
+    nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
     values = _alloc((Q, k), torch.float32, s.device)
     indices = _alloc((Q, k), torch.int64, s.device)
     history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, s.device)
@@ -247,6 +283,124 @@ def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_
         out_history=history.data_ptr() if return_history else 0, num_threads=_native.get_num_threads(),
     )
     return values, indices, history
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# icfrr_candidates
+# ------------------------------------------------------------------------------------------------------------------
+def _validate_icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, gallery_size: int, k_q: int,
+                               beta: float, iters: int, semantics: str, largest: bool, k: int, return_history: bool,
+                               early_stop: bool, check_data: bool = False) -> None:
+    _check_float_matrix("scores", scores)
+    torch._check_type(isinstance(ids, Tensor), lambda: f"ids must be a torch.Tensor; got {type(ids).__name__}")
+    torch._check_type(ids.dtype in (torch.int32, torch.int64),
+                      lambda: f"ids must be an int32 or int64 tensor; got {ids.dtype}")
+    torch._check_value(ids.shape == scores.shape, lambda: f"ids must have scores' shape (Q, L) = "
+                       f"{tuple(scores.shape)}; got {tuple(ids.shape)}")
+    torch._check_value(ids.device == scores.device,
+                       lambda: f"ids must be on scores' device {scores.device}; got {ids.device}")
+    _check_icfrr_flags(largest, return_history, early_stop)
+    _check_graph(neighbors, scores.device, "N")
+    N, L = neighbors.shape[0], scores.shape[1]
+    torch._check_value(1 <= N < 2**31 - 1, lambda: f"neighbors must have between 1 and 2^31 - 2 rows; got {N}")
+    _check_int("gallery_size", gallery_size, max(2, N), 2**31 - 2, " (at least 2 and the graph's N rows)")
+    _check_icfrr_params(k_q, beta, iters, semantics, neighbors.shape[1], gallery_size, L, "L")
+    _check_int("k", k, 1, L, " (the candidates per row L)")
+    if check_data:
+        _check_candidate_data(scores, ids, N)
+        _check_id_range("gallery graph ids", neighbors, -1, N - 1, "N - 1")
+
+
+def _check_candidate_data(scores: Tensor, ids: Tensor, N: int) -> None:
+    """Data checks of candidate lists: ids in [-1, N - 1], padding -1 only as a row's suffix, distinct ids in a row,
+    finite scores of the real candidates (padding's scores are ignored)."""
+    _check_id_range("ids", ids, -1, N - 1, "N - 1 (-1: padding)")
+    if ids.numel() == 0:
+        return
+    real = ids >= 0
+    gap = real[:, 1:] & ~real[:, :-1]
+    if bool(gap.any()):
+        q = int(gap.any(dim=1).nonzero()[0])
+        raise ValueError(f"ids: padding (-1) must be a row's suffix; row {q} has a candidate after a -1")
+    srt = torch.sort(ids, dim=1).values
+    dup = (srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)
+    if bool(dup.any()):
+        q, c = (int(v) for v in dup.nonzero()[0])
+        raise ValueError(f"ids must be distinct in each row; row {q} repeats id {int(srt[q, c])}")
+    bad = real & ~torch.isfinite(scores)
+    if bool(bad.any()):
+        q, c = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"scores of the candidates (ids >= 0) must be finite; scores[{q}, {c}] = "
+                         f"{float(scores[q, c])}")
+
+
+def _candidates_value_dtype(scores: Tensor) -> torch.dtype:
+    """dtype the kernels write values in: float32 for float32 scores, else float64 (rounded once to the scores'
+    dtype afterwards, like the reference)."""
+    return torch.float32 if scores.dtype == torch.float32 else torch.float64
+
+
+@torch.library.custom_op("icfrr_fast::icfrr_candidates", mutates_args=())
+def icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, gallery_size: int, k_q: int, beta: float,
+                     iters: int, semantics: str, largest: bool, k: int, return_history: bool,
+                     early_stop: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """ICFRR re-ranking (DESIGN §2) of (Q, L) candidate lists: scores and int32/int64 ids (rows of the (N, K_g)
+    int32 graph ``neighbors``, any order, padding -1 as a suffix); ``gallery_size`` G >= N sets the rank weight.
+    See ``reference.icfrr_candidates``.
+
+    Returns values (Q, k) of scores' dtype, indices (Q, k) int64 (padding: -1 and -inf / +inf for
+    ``largest=False``), history (Q, T + 1, k) int64 (or (Q, 0, k) when ``return_history`` is False).
+    """
+    _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+                               return_history, early_stop, check_data=True)
+    v, i, h = reference.icfrr_candidates(scores, ids, neighbors, gallery_size=gallery_size, k_q=k_q, beta=beta,
+                                         iters=iters, semantics=semantics, largest=largest, k=k,
+                                         return_history=return_history, early_stop=early_stop)
+    if h is None:
+        h = torch.empty((scores.shape[0], 0, k), dtype=torch.int64, device=scores.device)
+    return v, i, h
+
+
+@icfrr_candidates.register_fake
+def _(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k, return_history, early_stop):
+    _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+                               return_history, early_stop)
+    Q = scores.shape[0]
+    values = scores.new_empty((Q, k))
+    indices = scores.new_empty((Q, k), dtype=torch.int64)
+    history = scores.new_empty((Q, iters + 1 if return_history else 0, k), dtype=torch.int64)
+    return values, indices, history
+
+
+def _icfrr_candidates_cpu(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+                          return_history, early_stop):
+    """The C++ kernel on validated arguments (also the second stage of icfrr_rerank's CPU kernel)."""
+    s = _as_kernel_float(scores)
+    ids_k = ids if ids.stride(-1) == 1 else ids.contiguous()
+    nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
+    Q, L = s.shape
+    out_dtype = _candidates_value_dtype(scores)
+    values = _alloc((Q, k), out_dtype, s.device)
+    indices = _alloc((Q, k), torch.int64, s.device)
+    history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, s.device)
+    _native.load().icfrr_candidates(
+        scores=s.data_ptr(), scores_is_double=s.dtype == torch.float64, score_stride=s.stride(0), largest=largest,
+        ids=ids_k.data_ptr(), ids_is_int64=ids_k.dtype == torch.int64, ids_stride=ids_k.stride(0),
+        neighbors=nbr.data_ptr(), nbr_stride=nbr.stride(0), Q=Q, L=L, N=nbr.shape[0], gallery_size=gallery_size,
+        K_g=nbr.shape[1], k_q=k_q, beta=float(beta), iters=iters, paper=semantics == "paper", k=k,
+        early_stop=early_stop, out_values=values.data_ptr(), values_is_double=out_dtype == torch.float64,
+        out_indices=indices.data_ptr(), out_history=history.data_ptr() if return_history else 0,
+        num_threads=_native.get_num_threads(),
+    )
+    return values.to(scores.dtype), indices, history
+
+
+@icfrr_candidates.register_kernel("cpu")
+def _(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k, return_history, early_stop):
+    _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+                               return_history, early_stop, check_data=True)
+    return _icfrr_candidates_cpu(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+                                 return_history, early_stop)
 
 
 # ------------------------------------------------------------------------------------------------------------------

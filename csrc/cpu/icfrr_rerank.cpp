@@ -15,16 +15,16 @@ template <typename T, typename Acc>
 bool run(const RerankArgs& a, InterruptPoll poll) {
   const int64_t kq = a.k_q < a.depth ? a.k_q : a.depth;
   const int nt = a.num_threads < 1 ? 1 : a.num_threads;
-  const int64_t bytes = rerank_scratch_bytes<Acc>(a.G, a.depth);
+  const int64_t bytes = rerank_scratch_bytes<Acc>(a);
   std::vector<std::unique_ptr<uint64_t[]>> buffers(nt);  // uint64_t: 8-byte alignment
   std::vector<RerankScratch<Acc>> scratch(nt);
   const double cost = static_cast<double>(a.G) + static_cast<double>(a.iters) * kq * a.K_g;
   return parallel_rows(a.Q, nt, cost, poll, [&](int64_t q, int tid) {
     if (!buffers[tid]) {  // first query of this thread: allocate and lay out its scratch
       buffers[tid].reset(new uint64_t[(bytes + 7) / 8]);
-      scratch[tid] = rerank_scratch_carve<Acc>(buffers[tid].get(), a.G, a.depth);
+      scratch[tid] = rerank_scratch_carve<Acc>(buffers[tid].get(), a);
     }
-    rerank_query<T, Acc>(a, q, scratch[tid]);
+    rerank_query<T, DenseRows, Acc>(a, q, scratch[tid]);
   });
 }
 

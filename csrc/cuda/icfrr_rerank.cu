@@ -15,13 +15,13 @@ template <typename T, typename Acc>
 __global__ void rerank_kernel(RerankArgs a, char* scratch, int64_t bytes_per_worker, int64_t workers) {
   const int64_t w = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // int64 before any multiply
   if (w >= workers || w >= a.Q) return;
-  const RerankScratch<Acc> s = rerank_scratch_carve<Acc>(scratch + w * bytes_per_worker, a.G, a.depth);
-  for (int64_t q = w; q < a.Q; q += workers) rerank_query<T, Acc>(a, q, s);
+  const RerankScratch<Acc> s = rerank_scratch_carve<Acc>(scratch + w * bytes_per_worker, a);
+  for (int64_t q = w; q < a.Q; q += workers) rerank_query<T, DenseRows, Acc>(a, q, s);
 }
 
 template <typename Acc>
 int launch(const RerankArgs& a, void* scratch, int64_t workers, cudaStream_t stream) {
-  const int64_t bytes = rerank_scratch_bytes<Acc>(a.G, a.depth);
+  const int64_t bytes = rerank_scratch_bytes<Acc>(a);
   const int64_t blocks = (workers + kThreadsPerBlock - 1) / kThreadsPerBlock;
   char* buf = static_cast<char*>(scratch);
   if (a.scores_is_double)
@@ -39,7 +39,7 @@ bool narrow_votes(const RerankArgs& a) {
 }  // namespace
 
 int64_t icfrr_rerank_cuda_scratch_bytes(const RerankArgs& a) {
-  return narrow_votes(a) ? rerank_scratch_bytes<uint32_t>(a.G, a.depth) : rerank_scratch_bytes<uint64_t>(a.G, a.depth);
+  return narrow_votes(a) ? rerank_scratch_bytes<uint32_t>(a) : rerank_scratch_bytes<uint64_t>(a);
 }
 
 int icfrr_rerank_cuda(const RerankArgs& a, void* scratch, int64_t workers, uintptr_t stream) {

@@ -1,15 +1,21 @@
-// The per-query ICFRR algorithm (DESIGN §2), header-only and host/device: the CPU driver (csrc/cpu/icfrr_rerank.cpp)
-// and the CUDA driver (csrc/cuda/) call the same `rerank_query`, so the CPU tests exercise the GPU build's logic.
-// Oracle: icfrr_fast.reference.icfrr_rerank   Test: tests/test_icfrr_rerank.py   Bench: benchmarks/bench_icfrr_rerank.py
+// The per-query ICFRR algorithm (DESIGN §2), header-only and host/device: the CPU drivers (csrc/cpu/icfrr_rerank.cpp,
+// csrc/cpu/icfrr_candidates.cpp) and the CUDA driver (csrc/cuda/) call the same `rerank_query`, so the CPU tests
+// exercise the GPU build's logic.
+// Oracle: icfrr_fast.reference.icfrr_rerank, .icfrr_candidates
+// Test: tests/test_icfrr_rerank.py, tests/test_icfrr_candidates.py   Bench: benchmarks/bench_icfrr_rerank.py
 //
 // Per query, with scratch that the driver allocates once per worker (acc = 0, pos = -1, boosted = 0 between queries):
-//   1. initial order: stable radix sort of the G scores (descending, ties -> smaller id), keep the top L;
+//   1. initial order: dense scores: stable radix sort of the G scores (descending, ties -> smaller id), keep the
+//      top L; candidate lists (args.ids): the row's L_q real candidates sorted by (score desc, id asc), O(L_q) --
+//      a check when they already are, else the exact radix sort by key and, for equal keys, by id;
 //   2. per iteration: scatter packed integer votes of the K_q' voters' K_g neighbours into acc[G]; key of every
 //      voted item (vote.h); sort the voted items by key (stable, in position order); merge them into the unvoted
 //      items, which are already in order. Voted items only move up (delta > 0, beta >= 0), so only positions
 //      [0, max voted position] change: an iteration costs O(K_q' K_g + B + region), never a sort of L items;
 //   3. semantics "reference" reaches an exact fixed point when an iteration leaves the order unchanged (keys then
 //      depend only on the order), so the remaining iterations are skipped without changing any result.
+// Ids index acc[] and pos[] (N = rows of the graph); both have one more element at index -1, so that a graph entry -1
+// (a neighbour that is nobody's candidate) reads pos = -1 and is skipped like any non-candidate, without a branch.
 // Invariants: integer votes, float64 keys, ties keep the current order; results independent of threads/devices.
 #pragma once
 #include <cstdint>
@@ -21,11 +27,12 @@
 
 namespace icfrr {
 
-/// Scratch of one worker (one query at a time). Sizes: G = gallery, L = depth.
+/// Scratch of one worker (one query at a time). Sizes: N = ids (rows of the graph), L = depth, S = items of the
+/// initial sort (G for dense scores, L for candidate lists).
 template <typename Acc>
 struct RerankScratch {
-  Acc* acc;                  ///< (G) packed votes of the current voters; all zero between queries
-  int32_t* pos;              ///< (G) position of each item in the current order, -1 outside it; -1 between queries
+  Acc* acc;                  ///< ([-1] + N) packed votes of the current voters; all zero between queries
+  int32_t* pos;              ///< ([-1] + N) position of each item in the current order, -1 outside it (and at [-1])
   int32_t* order;            ///< (L) current order (gallery ids)
   int32_t* new_order;        ///< (L) merge output
   double* slot;              ///< (L + 1) v_p: initial scores sorted descending (fixed); [L] = -inf sentinel
@@ -33,36 +40,45 @@ struct RerankScratch {
   double* new_cur;           ///< (L)
   double* bkey;              ///< (L + 1) key of the voted item at position p; [L] = -inf sentinel
   uint8_t* boosted;          ///< (L) voted flags (sparse path); zero between iterations
-  int32_t* touched;          ///< (G + 1) voted ids (sparse path)
-  Acc* touched_votes;        ///< (G + 1) their packed votes
+  int32_t* touched;          ///< (N + 1) voted ids (sparse path)
+  Acc* touched_votes;        ///< (N + 1) their packed votes
   int32_t* blist;            ///< (L + 1) voted positions, sorted by key, then a sentinel L
   int32_t* ulist;            ///< (L + 1) unvoted positions of the changing region, in order, then a sentinel L
   int32_t* voters_in;        ///< (L + 1) items that became voters in the last iteration (dense path)
   int32_t* voters_out;       ///< (L + 1) items that stopped being voters
-  uint32_t* sort_keys;       ///< (G) radix keys (initial scores, then voted keys' high bits)
-  uint32_t* sort_tmp_keys;   ///< (G)
-  int32_t* init_ids;         ///< (G)
-  int32_t* sort_tmp_ids;     ///< (G)
+  uint32_t* sort_keys;       ///< (S) radix keys (initial scores, then voted keys' high bits)
+  uint32_t* sort_tmp_keys;   ///< (S)
+  int32_t* init_ids;         ///< (S) the initial sort's items (dense: ids; candidate lists: indices into the row)
+  int32_t* sort_tmp_ids;     ///< (S)
 };
+
+/// Id type tag of rerank_query for dense (Q, G) scores (candidate lists use their id type, int32_t or int64_t).
+struct DenseRows {};
 
 namespace detail {
 ICFRR_HD int64_t align8(int64_t n) { return (n + 7) & ~int64_t(7); }
+
+/// Items of the initial sort: all G scores of a dense row, or the L entries of a candidate row.
+ICFRR_HD int64_t initial_sort_items(const RerankArgs& a) { return a.ids ? a.depth : a.G; }
 }  // namespace detail
 
-/// Bytes of scratch one worker needs (every section 8-byte aligned): about G (2 sizeof(Acc) + 24) + 57 L bytes.
+/// Bytes of scratch one worker needs (every section 8-byte aligned): about N (2 sizeof(Acc) + 8) + 16 S + 57 L
+/// bytes (N: rows of the graph, S: items of the initial sort, L: depth).
 template <typename Acc>
-ICFRR_HD int64_t rerank_scratch_bytes(int64_t G, int64_t L) {
+ICFRR_HD int64_t rerank_scratch_bytes(const RerankArgs& a) {
   using detail::align8;
-  return align8(G * sizeof(Acc)) + align8(G * 4) + 2 * align8(L * 4) + 3 * align8((L + 1) * 8) + align8(L * 8) +
-         align8(L) + align8((G + 1) * 4) + align8((G + 1) * sizeof(Acc)) + 4 * align8((L + 1) * 4) +
-         4 * align8(G * 4);
+  const int64_t N = a.N, L = a.depth, S = detail::initial_sort_items(a);
+  return align8((N + 1) * sizeof(Acc)) + align8((N + 1) * 4) + 2 * align8(L * 4) + 3 * align8((L + 1) * 8) +
+         align8(L * 8) + align8(L) + align8((N + 1) * 4) + align8((N + 1) * sizeof(Acc)) +
+         4 * align8((L + 1) * 4) + 4 * align8(S * 4);
 }
 
-/// Lay the sections out in `buf` (rerank_scratch_bytes bytes, 8-byte aligned) and initialise the invariants
+/// Lay the sections out in `buf` (rerank_scratch_bytes(a) bytes, 8-byte aligned) and initialise the invariants
 /// (acc = 0, pos = -1, boosted = 0, sentinels).
 template <typename Acc>
-ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, int64_t G, int64_t L) {
+ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, const RerankArgs& a) {
   using detail::align8;
+  const int64_t N = a.N, L = a.depth, S = detail::initial_sort_items(a);
   char* p = static_cast<char*>(buf);
   auto take = [&p](int64_t bytes) {
     char* q = p;
@@ -70,8 +86,8 @@ ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, int64_t G, int64_t L
     return q;
   };
   RerankScratch<Acc> s;
-  s.acc = reinterpret_cast<Acc*>(take(G * sizeof(Acc)));
-  s.pos = reinterpret_cast<int32_t*>(take(G * 4));
+  s.acc = reinterpret_cast<Acc*>(take((N + 1) * sizeof(Acc))) + 1;  // [-1]: the slot of graph entries -1
+  s.pos = reinterpret_cast<int32_t*>(take((N + 1) * 4)) + 1;
   s.order = reinterpret_cast<int32_t*>(take(L * 4));
   s.new_order = reinterpret_cast<int32_t*>(take(L * 4));
   s.slot = reinterpret_cast<double*>(take((L + 1) * 8));
@@ -79,17 +95,17 @@ ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, int64_t G, int64_t L
   s.new_cur = reinterpret_cast<double*>(take(L * 8));
   s.bkey = reinterpret_cast<double*>(take((L + 1) * 8));
   s.boosted = reinterpret_cast<uint8_t*>(take(L));
-  s.touched = reinterpret_cast<int32_t*>(take((G + 1) * 4));
-  s.touched_votes = reinterpret_cast<Acc*>(take((G + 1) * sizeof(Acc)));
+  s.touched = reinterpret_cast<int32_t*>(take((N + 1) * 4));
+  s.touched_votes = reinterpret_cast<Acc*>(take((N + 1) * sizeof(Acc)));
   s.blist = reinterpret_cast<int32_t*>(take((L + 1) * 4));
   s.ulist = reinterpret_cast<int32_t*>(take((L + 1) * 4));
   s.voters_in = reinterpret_cast<int32_t*>(take((L + 1) * 4));
   s.voters_out = reinterpret_cast<int32_t*>(take((L + 1) * 4));
-  s.sort_keys = reinterpret_cast<uint32_t*>(take(G * 4));
-  s.sort_tmp_keys = reinterpret_cast<uint32_t*>(take(G * 4));
-  s.init_ids = reinterpret_cast<int32_t*>(take(G * 4));
-  s.sort_tmp_ids = reinterpret_cast<int32_t*>(take(G * 4));
-  for (int64_t j = 0; j < G; ++j) {
+  s.sort_keys = reinterpret_cast<uint32_t*>(take(S * 4));
+  s.sort_tmp_keys = reinterpret_cast<uint32_t*>(take(S * 4));
+  s.init_ids = reinterpret_cast<int32_t*>(take(S * 4));
+  s.sort_tmp_ids = reinterpret_cast<int32_t*>(take(S * 4));
+  for (int64_t j = -1; j < N; ++j) {
     s.acc[j] = 0;
     s.pos[j] = -1;
   }
@@ -103,9 +119,11 @@ ICFRR_HD RerankScratch<Acc> rerank_scratch_carve(void* buf, int64_t G, int64_t L
 
 namespace detail {
 
-/// Step 1: pi^(0) = scores descending, ties by smaller index (stable sort of ids given in index order); top L kept.
+/// Step 1 (dense scores): pi^(0) = scores descending, ties by smaller index (stable sort of ids given in index
+/// order); top L kept. Returns L.
 template <typename T, typename Acc>
-ICFRR_HD void initial_order(const RerankArgs& a, const T* s, const RerankScratch<Acc>& w) {
+ICFRR_HD int64_t initial_order(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w) {
+  const T* s = static_cast<const T*>(a.scores) + q * a.score_stride;
   const int64_t G = a.G, L = a.depth;
   const T sign = a.largest ? T(1) : T(-1);
   double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();
@@ -124,6 +142,72 @@ ICFRR_HD void initial_order(const RerankArgs& a, const T* s, const RerankScratch
     w.cur[p] = w.slot[p];
     w.pos[id] = static_cast<int32_t>(p);
   }
+  return L;
+}
+
+/// Stable sort of the row indices items[0..n), already ordered by key descending, by id ascending inside each run
+/// of equal keys (rare: an insertion sort for short runs, a radix sort by id for long ones, never quadratic).
+template <typename I, typename KeyOf, typename Acc>
+ICFRR_HD void order_ties_by_id(int32_t* items, int64_t n, const I* ids, KeyOf key_of, const RerankScratch<Acc>& w) {
+  int64_t start = 0;
+  while (start < n) {
+    const double key = key_of(items[start]);
+    int64_t end = start + 1;
+    while (end < n && key_of(items[end]) == key) ++end;
+    if (end - start > 32) {
+      for (int64_t x = start; x < end; ++x) w.sort_keys[x] = static_cast<uint32_t>(ids[items[x]]);
+      radix_sort_pairs(w.sort_keys + start, items + start, end - start, w.sort_tmp_keys, w.sort_tmp_ids);
+    } else {
+      for (int64_t x = start + 1; x < end; ++x) {
+        const int32_t item = items[x];
+        int64_t y = x;
+        while (y > start && ids[items[y - 1]] > ids[item]) {
+          items[y] = items[y - 1];
+          --y;
+        }
+        items[y] = item;
+      }
+    }
+    start = end;
+  }
+}
+
+/// Step 1 (candidate lists): pi^(0) = the row's L_q real candidates (ids before the first -1) by score descending,
+/// ties by smaller id. Rows that already are in this order (the output of a top-k) cost one check. Returns L_q.
+template <typename T, typename I, typename Acc>
+ICFRR_HD int64_t candidate_order(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w) {
+  const T* s = static_cast<const T*>(a.scores) + q * a.score_stride;
+  const I* ids = static_cast<const I*>(a.ids) + q * a.ids_stride;
+  const T sign = a.largest ? T(1) : T(-1);
+  auto key_of = [s, sign](int32_t c) { return static_cast<double>(static_cast<T>(sign * s[c])); };
+  int64_t L = 0;
+  while (L < a.depth && ids[L] >= 0) ++L;
+  const double neg_inf = -__builtin_huge_val();  // the merge's sentinels sit at position L of this row
+  w.slot[L] = neg_inf;
+  w.cur[L] = neg_inf;
+  w.bkey[L] = neg_inf;
+  double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();
+  bool sorted = true;
+  for (int64_t c = 0; c < L; ++c) {
+    w.init_ids[c] = static_cast<int32_t>(c);
+    const double v = key_of(static_cast<int32_t>(c));
+    if (c > 0) sorted = sorted && RankOrder<true>::before(key_of(static_cast<int32_t>(c - 1)), ids[c - 1], v, ids[c]);
+    kmin = v < kmin ? v : kmin;
+    kmax = v > kmax ? v : kmax;
+  }
+  if (!sorted) {
+    sort_desc_by_double(w.init_ids, L, w.sort_keys, w.sort_tmp_keys, w.sort_tmp_ids, key_of, kmin, kmax);
+    order_ties_by_id(w.init_ids, L, ids, key_of, w);
+  }
+  for (int64_t p = 0; p < L; ++p) {
+    const int32_t c = w.init_ids[p];
+    const int32_t id = static_cast<int32_t>(ids[c]);
+    w.order[p] = id;
+    w.slot[p] = key_of(c);
+    w.cur[p] = w.slot[p];
+    w.pos[id] = static_cast<int32_t>(p);
+  }
+  return L;
 }
 
 struct IterResult {
@@ -133,6 +217,7 @@ struct IterResult {
 
 /// What one query's iterations carry from one to the next.
 struct IterState {
+  int64_t L;          ///< candidates of this query (depth, or a candidate row's L_q)
   bool dense;         ///< L <= K_q' K_g: (almost) every candidate is voted; votes are kept and updated
   bool first;         ///< no votes accumulated yet
   int64_t n_in = 0;   ///< voters_in / voters_out counts from the last iteration (dense path)
@@ -156,7 +241,7 @@ ICFRR_HD void apply_votes(const RerankArgs& a, const RerankScratch<Acc>& w, int3
 /// Step 2: one iteration over the scratch state. FULL: depth == G (every item is a candidate).
 template <bool FULL, typename Acc>
 ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch<Acc>& w, IterState& st) {
-  const int64_t G = a.G, L = a.depth;
+  const int64_t G = a.G, L = st.L;
   Acc* acc = w.acc;
   const double* base = a.paper ? w.cur : w.slot;  // key of an item before its vote: its score, or its slot value
   int64_t maxpos = -1, nb = 0, nu = 0;
@@ -294,8 +379,8 @@ ICFRR_HD IterResult iterate(const RerankArgs& a, int64_t kq, const RerankScratch
 template <bool FULL, typename Acc>
 ICFRR_HD void clear_votes(const RerankArgs& a, int64_t kq, const RerankScratch<Acc>& w, const IterState& st) {
   if (!st.dense || st.first) return;
-  if (a.G <= (kq + st.n_out) * a.K_g) {
-    for (int64_t j = 0; j < a.G; ++j) w.acc[j] = 0;
+  if (a.N <= (kq + st.n_out) * a.K_g) {
+    for (int64_t j = 0; j < a.N; ++j) w.acc[j] = 0;
     return;
   }
   for (int64_t x = 0; x < kq + st.n_out; ++x) {
@@ -305,44 +390,62 @@ ICFRR_HD void clear_votes(const RerankArgs& a, int64_t kq, const RerankScratch<A
   }
 }
 
+/// Order after iteration t; positions beyond the query's L candidates get -1.
 template <typename Acc>
-ICFRR_HD void write_history(const RerankArgs& a, const RerankScratch<Acc>& w, int64_t q, int64_t t) {
+ICFRR_HD void write_history(const RerankArgs& a, const RerankScratch<Acc>& w, int64_t L, int64_t q, int64_t t) {
   int64_t* h = a.out_history + (q * (a.iters + 1) + t) * a.k;
-  for (int64_t p = 0; p < a.k; ++p) h[p] = w.order[p];
+  for (int64_t p = 0; p < a.k; ++p) h[p] = p < L ? w.order[p] : -1;
+}
+
+}  // namespace detail
+
+namespace detail {
+
+/// Initial order of query q: from dense scores (the tag DenseRows) or from its candidate list (int32_t / int64_t).
+template <typename T, typename Acc>
+ICFRR_HD int64_t first_order(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w, const DenseRows*) {
+  return initial_order<T>(a, q, w);
+}
+template <typename T, typename I, typename Acc>
+ICFRR_HD int64_t first_order(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w, const I*) {
+  return candidate_order<T, I>(a, q, w);
 }
 
 }  // namespace detail
 
 /// Re-rank query q: writes out_values[q], out_indices[q] (and out_history[q] when set). T: float or double scores;
-/// Acc: the vote packing chosen by vote_packing_fits. Leaves the scratch invariants (acc = 0, pos = -1,
-/// boosted = 0) as it found them.
-template <typename T, typename Acc>
+/// I: DenseRows for dense scores, the id type (int32_t / int64_t) for candidate lists; Acc: the vote packing chosen by
+/// vote_packing_fits. Leaves the scratch invariants (acc = 0, pos = -1, boosted = 0) as it found them.
+template <typename T, typename I, typename Acc>
 ICFRR_HD void rerank_query(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w) {
-  const int64_t kq = a.k_q < a.depth ? a.k_q : a.depth;
-  const T* scores = static_cast<const T*>(a.scores) + q * a.score_stride;
-  detail::initial_order<T>(a, scores, w);
-  if (a.out_history) detail::write_history(a, w, q, 0);
   detail::IterState st;
-  st.dense = a.depth <= kq * a.K_g;
+  st.L = detail::first_order<T>(a, q, w, static_cast<const I*>(nullptr));
+  const int64_t L = st.L;
+  const int64_t kq = a.k_q < L ? a.k_q : L;
+  if (a.out_history) detail::write_history(a, w, L, q, 0);
+  st.dense = L <= kq * a.K_g;
   st.first = true;
-  const bool full = a.depth == a.G;
-  int64_t t = 1;
-  for (; t <= a.iters; ++t) {
+  const bool full = !a.ids && L == a.G;
+  int64_t t = L > 0 ? 1 : 0;  // a candidate row without candidates: nothing to iterate, history -1 throughout
+  for (; t <= a.iters && L > 0; ++t) {
     const detail::IterResult r = full ? detail::iterate<true>(a, kq, w, st) : detail::iterate<false>(a, kq, w, st);
-    if (a.out_history) detail::write_history(a, w, q, t);
+    if (a.out_history) detail::write_history(a, w, L, q, t);
     const bool fixed_point = !a.paper && !r.changed;  // exact: every later iteration repeats this one
     if (fixed_point || (a.early_stop && r.voters_unchanged)) break;
   }
   if (a.out_history)
-    for (int64_t rest = t + 1; rest <= a.iters; ++rest) detail::write_history(a, w, q, rest);
+    for (int64_t rest = t + 1; rest <= a.iters; ++rest) detail::write_history(a, w, L, q, rest);
   if (full) detail::clear_votes<true>(a, kq, w, st);
   else detail::clear_votes<false>(a, kq, w, st);
   const double sign = a.largest ? 1.0 : -1.0;
+  const double pad = -sign * __builtin_huge_val();  // past the last candidate: the worst value, like torch.topk's
   for (int64_t p = 0; p < a.k; ++p) {
-    a.out_values[q * a.k + p] = static_cast<float>(sign * w.cur[p]);
-    a.out_indices[q * a.k + p] = w.order[p];
+    const double v = p < L ? sign * w.cur[p] : pad;
+    if (a.values_is_double) static_cast<double*>(a.out_values)[q * a.k + p] = v;
+    else static_cast<float*>(a.out_values)[q * a.k + p] = static_cast<float>(v);
+    a.out_indices[q * a.k + p] = p < L ? w.order[p] : -1;
   }
-  for (int64_t p = 0; p < a.depth; ++p) w.pos[w.order[p]] = -1;
+  for (int64_t p = 0; p < L; ++p) w.pos[w.order[p]] = -1;
 }
 
 }  // namespace icfrr
