@@ -151,20 +151,23 @@ class _Comm:
                                                         group=self.group, async_op=True))
         return out.to(send.device)
 
-    def ring_exchange(self, send: Optional[Tensor], recv_shape, dtype, what: str) -> Optional[Tensor]:
-        """Send ``send`` to rank + 1 and receive a ``recv_shape`` tensor from rank - 1 (None: nothing that way).
-        Returns ``(finish, received)``: call ``finish()`` to wait for both transfers."""
-        ranks = [dist.get_global_rank(self.group, r) if self.group is not None else r
-                 for r in ((self.rank + 1) % self.world, (self.rank - 1) % self.world)]
-        works = []
-        recv = None
+    def ring_exchange(self, send: Optional[Tensor], recv_shape, dtype, what: str):
+        """Send ``send`` to rank + 1 and receive a ``recv_shape`` tensor from rank - 1 (None: nothing that way),
+        both posted at once (``batch_isend_irecv``: NCCL needs the pair grouped, or both ranks wait on their
+        receive first). Returns ``finish``: ``finish()`` waits for both transfers and returns the received tensor."""
+        nxt, prv = ((dist.get_global_rank(self.group, j) if self.group is not None else j)
+                    for j in ((self.rank + 1) % self.world, (self.rank - 1) % self.world))
+        p2p, recv = [], None
         if recv_shape is not None:
             recv = torch.empty(recv_shape, dtype=dtype, device=self.device)
-            self._wait(what, lambda: works.append(dist.irecv(recv, ranks[1], group=self.group)))
+            p2p.append(dist.P2POp(dist.irecv, recv, prv, group=self.group))
         if send is not None:
             src = send.to(self.device).contiguous()
             self.bytes_sent += src.numel() * src.element_size()
-            self._wait(what, lambda: works.append(dist.isend(src, ranks[0], group=self.group)))
+            p2p.append(dist.P2POp(dist.isend, src, nxt, group=self.group))
+        works = []
+        if p2p:
+            self._wait(what, lambda: works.extend(dist.batch_isend_irecv(p2p)))
 
         def finish() -> Optional[Tensor]:
             for w in works:
