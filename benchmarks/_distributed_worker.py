@@ -1,6 +1,7 @@
 """One run of the distributed benchmark, launched by ``torchrun --nproc_per_node W`` (see bench_distributed.py):
 builds the index (ShardedICFRRIndex on W row shards, or ICFRRIndex when ``--single``), searches Q queries, and
-prints one JSON line (rank 0): seconds of the build and the search, payload bytes each rank sent per query.
+prints one JSON line (rank 0): seconds of the build and the search, the most payload bytes a rank sent in the
+build and per query in the search.
 
     torchrun --standalone --nproc_per_node 2 benchmarks/_distributed_worker.py --G 20000 --D 128 --Q 200
 """
@@ -41,7 +42,8 @@ def main() -> None:
         t1 = time.perf_counter()
         index.search(q, a.k, **kw)
         t2 = time.perf_counter()
-        out.update(processes=1, mode="ICFRRIndex", build_s=t1 - t0, search_s=t2 - t1, bytes_per_query=0)
+        out.update(processes=1, mode="ICFRRIndex", build_s=t1 - t0, search_s=t2 - t1, bytes_per_query=0,
+                   build_bytes=0)
         print(json.dumps(out))
         return
     import torch.distributed as dist
@@ -61,15 +63,19 @@ def main() -> None:
     dist.barrier()
     t1 = time.perf_counter()
     b0 = index.bytes_sent
+    build_sent = torch.tensor([b0], dtype=torch.float64)
     index.search(q, a.k, **kw)
     dist.barrier()
     t2 = time.perf_counter()
     sent = torch.tensor([index.bytes_sent - b0], dtype=torch.float64)
     all_sent = [torch.zeros(1, dtype=torch.float64) for _ in range(W)]
     dist.all_gather(all_sent, sent)
-    if r == 0:
+    all_build = [torch.zeros(1, dtype=torch.float64) for _ in range(W)]
+    dist.all_gather(all_build, build_sent)
+    if r == 0:  # the most any rank sent
         out.update(processes=W, mode=a.mode, build_s=t1 - t0, search_s=t2 - t1,
-                   bytes_per_query=max(float(s) for s in all_sent) / a.Q)
+                   bytes_per_query=max(float(s) for s in all_sent) / a.Q,
+                   build_bytes=max(float(s) for s in all_build))
         print(json.dumps(out))
     dist.destroy_process_group()
 

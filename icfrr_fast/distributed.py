@@ -285,8 +285,9 @@ def build_graph(local_features, k: int, *, metric: str = "l2", precision: str = 
         batch_size: local rows per fused call (default: bounded output memory).
 
     Returns:
-        GalleryGraph: ``neighbors`` (n_r, k) int32 global ids, ``values`` (n_r, k) float32 (distances for "l2",
-        squared for "l2sq", similarities otherwise). Its ``num_items`` is n_r: the rows of this rank only.
+        GalleryGraph: ``neighbors`` (n_r, k) int32 global ids, ``values`` (n_r, k) stored as ``from_features``
+        stores them (distances for "l2", squared for "l2sq", similarities otherwise). Its ``num_items`` is n_r: the
+        rows of this rank only.
 
     Raises:
         ValueError / TypeError: bad arguments on any rank (raised on every rank), arguments that differ between
@@ -364,7 +365,7 @@ def _ring_knn_graph(comm: _Comm, g: Tensor, sizes, offsets, k: int, metric: str,
                 held = g.new_empty((0, D))
     if metric == "l2":
         best_v = _sqrt_rn(best_v)
-    return GalleryGraph._trusted(best_i.to(torch.int32), best_v.to(torch.float32), largest)
+    return GalleryGraph._trusted(best_i.to(torch.int32), best_v, largest)  # values stored as from_features stores them
 
 
 def _even_split(n: int, world: int) -> List[int]:
@@ -626,7 +627,7 @@ class ReplicatedICFRRIndex:
         counts = _even_split(G, comm.world)
         s = sum(counts[:comm.rank])
         nbr = torch.empty((counts[comm.rank], k_g), dtype=torch.int32, device=g.device)
-        val = torch.empty((counts[comm.rank], k_g), dtype=torch.float32, device=g.device)
+        val = torch.empty((counts[comm.rank], k_g), dtype=ops._knn_out_dtype(g, precision), device=g.device)
         _knn_into(g[s:s + counts[comm.rank]], g, k_g, graph_metric, largest, True, s, precision, val, nbr,
                   _default_batch_rows(G, k_g, g.shape[1]))
         what = "ReplicatedICFRRIndex: all-gather of the graph rows"
