@@ -230,13 +230,12 @@ _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 def _merge_topk(values: Tensor, ids: Tensor, k: int, largest: bool) -> Tuple[Tensor, Tensor]:
     """The first k entries of each row in (value, smaller id) order: best value first, ties -> smaller id.
 
-    values (R, M) float, ids (R, M) int64 (distinct per row), k <= M. An id sort and then a stable value sort give
-    exactly the lexicographic order the kernels use (every value here is finite or a padding +-inf).
+    values (R, M) float, ids (R, M) int64, k <= M. Precondition: within a row, entries of equal value already appear
+    in increasing id order (true for a concatenation of (value, id)-sorted lists whose id ranges increase from list
+    to list), so one stable sort by value gives exactly the kernels' lexicographic order.
     """
-    by_id = torch.sort(ids, dim=1, stable=True)
-    v = torch.gather(values, 1, by_id.indices)
-    order = torch.sort(v, dim=1, descending=largest, stable=True).indices[:, :k]
-    return torch.gather(v, 1, order), torch.gather(by_id.values, 1, order)
+    order = torch.sort(values, dim=1, descending=largest, stable=True).indices[:, :k]
+    return torch.gather(values, 1, order), torch.gather(ids, 1, order)
 
 
 def _sqrt_rn(t: Tensor) -> Tensor:
@@ -333,8 +332,9 @@ def _ring_knn_graph(comm: _Comm, g: Tensor, sizes, offsets, k: int, metric: str,
     sel = "l2sq" if metric == "l2" else metric  # select on d^2 like the kernel; the square root comes last
     largest = default_largest(metric)
     out_dtype = ops._knn_out_dtype(g, precision)
-    best_v = torch.full((n, k), _worst(out_dtype, largest), dtype=out_dtype, device=g.device)
-    best_i = torch.full((n, k), _ID_PAD, dtype=torch.int64, device=g.device)
+    # Shards arrive as r, r - 1, ..., 0, W - 1, ..., r + 1: two runs in which each new shard's ids are below every
+    # id merged so far, so [new, merged] meets _merge_topk's precondition; the runs are merged last, [low, high].
+    runs: dict = {}
     bs = _default_batch_rows(sum(sizes), k, D) if batch_size is None else batch_size
     held, owner = g, r
     for step in range(W):
@@ -349,6 +349,11 @@ def _ring_knn_graph(comm: _Comm, g: Tensor, sizes, offsets, k: int, metric: str,
         kk = min(k, m - 1 if own else m)
         if n > 0 and kk > 0:
             held = held.to(g.device)
+            low = owner <= r
+            prev = runs.get(low)
+            width = kk if prev is None else min(k, kk + prev[0].shape[1])
+            run_v = torch.empty((n, width), dtype=out_dtype, device=g.device)
+            run_i = torch.empty((n, width), dtype=torch.int64, device=g.device)
             if own and batch_size is None and ops._knn_graph_in_one_call(g, kk):
                 parts = [(0, n)]  # one call, x is y: the kernel's symmetric build (same bits)
             else:
@@ -356,16 +361,26 @@ def _ring_knn_graph(comm: _Comm, g: Tensor, sizes, offsets, k: int, metric: str,
             for b0, b1 in parts:
                 x = held if (own and (b0, b1) == (0, n)) else g[b0:b1]
                 v, i = ops.knn_topk(x, held, kk, sel, largest, own, b0 if own else 0, precision)
-                best_v[b0:b1], best_i[b0:b1] = _merge_topk(torch.cat([best_v[b0:b1], v], 1),
-                                                           torch.cat([best_i[b0:b1], i + offsets[owner]], 1),
-                                                           k, largest)
+                i += offsets[owner]
+                if prev is not None:
+                    v, i = _merge_topk(torch.cat([v, prev[0][b0:b1]], 1), torch.cat([i, prev[1][b0:b1]], 1),
+                                       width, largest)
+                run_v[b0:b1], run_i[b0:b1] = v, i
+            runs[low] = (run_v, run_i)
         if finish is not None:
             held, owner = finish(), nxt
             if held is None:
                 held = g.new_empty((0, D))
+    parts = [runs[low] for low in (True, False) if low in runs]  # [low, high]: ids increase from one to the next
+    if len(parts) == 2:
+        best_v, best_i = _merge_topk(torch.cat([parts[0][0], parts[1][0]], 1),
+                                     torch.cat([parts[0][1], parts[1][1]], 1), k, largest)
+    else:
+        best_v, best_i = (parts[0][0], parts[0][1]) if parts else (g.new_empty((0, k), dtype=out_dtype),
+                                                                    torch.empty((0, k), dtype=torch.int64))
     if metric == "l2":
         best_v = _sqrt_rn(best_v)
-    return GalleryGraph._trusted(best_i.to(torch.int32), best_v, largest)  # values stored as from_features stores them
+    return GalleryGraph._trusted(best_i.to(torch.int32), best_v, largest)  # values stored as from_features does
 
 
 def _even_split(n: int, world: int) -> List[int]:

@@ -58,6 +58,8 @@ def _scenario_results(rank: int, world: int) -> dict:
         g = _shard(_gallery(sum(sizes), dtype), sizes, rank)
         graph = ifd.build_graph(g, 10, metric=metric, precision=precision, timeout=30)
         out[f"graph/{metric}/{precision}/{dtype}"] = (graph.neighbors, graph.values)
+    batched = ifd.build_graph(_shard(_gallery(sum(sizes)), sizes, rank), 10, batch_size=4, timeout=30)
+    out["graph_batched"] = (batched.neighbors, batched.values)
     all_g = _gallery(sum(sizes))
     q = _queries()
     for metric in ("l2", "ip"):
@@ -222,6 +224,10 @@ def test_build_graph_equals_single_process(results, metric, precision, dtype):
         assert nbr.dtype == torch.int32 and nbr.shape == (sizes[r], 10)
         assert_rankings_equal(nbr, _shard(ref.neighbors, sizes, r), f"rank {r} neighbours")
         assert_values_equal(val, _shard(ref.values, sizes, r), f"rank {r} values")
+    if (metric, precision, dtype) == GRAPH_CASES[0]:  # rows in batches of 4 (the merge runs per batch)
+        for r in range(world):
+            assert_rankings_equal(res[r]["graph_batched"][0], _shard(ref.neighbors, sizes, r), f"rank {r} batched")
+            assert_values_equal(res[r]["graph_batched"][1], _shard(ref.values, sizes, r), f"rank {r} batched")
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
