@@ -32,7 +32,8 @@ No rank ever holds all features or the whole graph.
 
 Failures: every collective is issued asynchronously and waited on with a timeout (``timeout`` argument, default
 :data:`DEFAULT_TIMEOUT_S`); a peer that died, or did not reach the same call in time, gives every surviving rank a
-:class:`DistributedError` naming the step, never a hang. Inputs are checked on every rank and the verdicts
+:class:`DistributedError` naming the step, never a hang (the group is unusable afterwards: destroy it, restart the
+job). Inputs are checked on every rank and the verdicts
 exchanged first, so a bad argument on one rank (or arguments that differ between ranks) raises the same
 ``ValueError``/``TypeError`` on every rank instead of leaving the others blocked in a collective.
 
