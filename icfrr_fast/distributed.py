@@ -66,7 +66,7 @@ DEFAULT_TIMEOUT_S = 300.0
 SEARCH_BATCH_BYTES = 256 << 20
 _MSG_BYTES = 480  # error message carried by the argument check (truncated)
 _ERR_TYPES = (None, ValueError, TypeError)
-_ID_PAD = 2**62  # id of a padding entry in the merge: loses every tie
+_ID_PAD = 2**31 - 1  # id of a padding entry in the candidate merge (its value is the worst)
 
 
 class DistributedError(RuntimeError):
@@ -320,8 +320,9 @@ def _graph_inputs(comm: _Comm, local_features, k, metric, precision, batch_size,
                                 "metric", "precision"]):
         _check_same(f, col, name)
     G = sum(sizes)
-    if G < 2:
-        raise ValueError(f"the gallery must hold at least 2 items over all ranks; got G = {G}")
+    if not 2 <= G < 2**31 - 1:
+        raise ValueError(f"the gallery must hold between 2 and 2^31 - 2 items over all ranks (int32 graph ids); "
+                         f"got G = {G}")
     ops._check_int(k_name, k, 1, G - 1, " (G - 1, G = the gallery size over all ranks)")
     return g, sizes, offsets
 
@@ -542,14 +543,15 @@ class ShardedICFRRIndex:
         n = self.features.shape[0]
         out_dtype = ops._knn_out_dtype(qb, self.precision)
         v = torch.full((qb.shape[0], L), _worst(out_dtype, largest), dtype=out_dtype, device=qb.device)
-        i = torch.full((qb.shape[0], L), _ID_PAD, dtype=torch.int64, device=qb.device)
+        # ids travel as int32 (G < 2^31 - 1, checked by the ops); padding (worst value) sorts after every candidate
+        i = torch.full((qb.shape[0], L), _ID_PAD, dtype=torch.int32, device=qb.device)
         Lr = min(L, n)
         if Lr > 0 and qb.shape[0] > 0:
             lv, li = ops.knn_topk(qb, self.features, Lr, sel, largest, False, 0, self.precision)
             v[:, :Lr], i[:, :Lr] = lv, li + self.offsets[r]
         gv = comm.all_gather(v, "search: all-gather of the shards' top-depth values")
         gi = comm.all_gather(i, "search: all-gather of the shards' top-depth ids")
-        cv, ci = _merge_topk(torch.cat(gv, 1), torch.cat(gi, 1), L, largest)
+        cv, ci = _merge_topk(torch.cat(gv, 1), torch.cat(gi, 1).to(torch.int64), L, largest)
         return (_sqrt_rn(cv) if self.metric == "l2" else cv), ci
 
     def _search_batch(self, qb: Tensor, L: int, kg: int, args):

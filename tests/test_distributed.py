@@ -8,7 +8,6 @@ items of different shards are frequent and the (score, smaller global id) order 
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import time
@@ -158,14 +157,15 @@ def _context():
 
 
 def _entry(rank: int, world: int, port: int, scenario: str, out_dir: str) -> None:
-    import torch.distributed as dist
+    import icfrr_fast.distributed as ifd
 
     torch.set_num_threads(1)
     icfrr_fast.set_num_threads(1)
     path = os.path.join(out_dir, f"rank{rank}.pt")
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=60))
+        # torchrun's environment, read by init()
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+        ifd.init(backend="gloo", timeout=60)
         result = SCENARIOS[scenario](rank, world)
         torch.save({"ok": result}, path)
     except BaseException:  # the parent reports it
