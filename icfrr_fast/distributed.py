@@ -249,10 +249,6 @@ def _sqrt_rn(t: Tensor) -> Tensor:
     return t.sqrt()
 
 
-def _worst(dtype: torch.dtype, largest: bool) -> float:
-    return -math.inf if largest else math.inf
-
-
 def _shard_layout(comm: _Comm, n_local: int, fields: Sequence[float], error: Optional[Exception], what: str):
     """Agree on the check verdict; returns (sizes, offsets, fields) with sizes[r] = rows of rank r."""
     f = _agree(comm, error, [n_local] + list(fields), what)
@@ -542,7 +538,7 @@ class ShardedICFRRIndex:
         sel = "l2sq" if self.metric == "l2" else self.metric  # merge on d^2, the kernel's selection key
         n = self.features.shape[0]
         out_dtype = ops._knn_out_dtype(qb, self.precision)
-        v = torch.full((qb.shape[0], L), _worst(out_dtype, largest), dtype=out_dtype, device=qb.device)
+        v = torch.full((qb.shape[0], L), -math.inf if largest else math.inf, dtype=out_dtype, device=qb.device)
         # ids travel as int32 (G < 2^31 - 1, checked by the ops); padding (worst value) sorts after every candidate
         i = torch.full((qb.shape[0], L), _ID_PAD, dtype=torch.int32, device=qb.device)
         Lr = min(L, n)
