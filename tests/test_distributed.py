@@ -70,6 +70,9 @@ def _scenario_results(rank: int, world: int) -> dict:
                                                                batch_size=3, **SEARCH)
             out[f"bytes/{metric}/{semantics}"] = index.bytes_sent - b0
         out[f"search_es/{metric}"] = index.search(q, 5, early_stop=True, k_g=5, **SEARCH)
+        ifd.REMAP_TABLE_BYTES, table_bytes = 0, ifd.REMAP_TABLE_BYTES  # the binary-search remap
+        out[f"search_bsearch/{metric}"] = index.search(q, 10, batch_size=4, **SEARCH)
+        ifd.REMAP_TABLE_BYTES = table_bytes
     rep = ifd.ReplicatedICFRRIndex(all_g, k_g=8, metric="l2", timeout=30)
     out["replicated_graph"] = (rep.index.graph.neighbors, rep.index.graph.values)
     out["replicated_search"] = rep.search(q, 10, depth=20, k_q=6, iters=3, return_history=True)
@@ -245,6 +248,10 @@ def test_sharded_search_equals_icfrr_index(results, metric, semantics):
         assert_values_equal(Dr, D, f"rank {r} D")
         assert_rankings_equal(Hr, H, f"rank {r} H")
         assert res[r][f"bytes/{metric}/{semantics}"] > 0
+    D, I = index.search(q, 10, **SEARCH)
+    for r in range(world):
+        assert_rankings_equal(res[r][f"search_bsearch/{metric}"][1], I, f"rank {r} I (binary-search remap)")
+        assert_values_equal(res[r][f"search_bsearch/{metric}"][0], D, f"rank {r} D (binary-search remap)")
     D, I = index.search(q, 5, early_stop=True, k_g=5, **SEARCH)
     for r in range(world):
         assert_rankings_equal(res[r][f"search_es/{metric}"][1], I, f"rank {r} early-stop I")
