@@ -22,7 +22,7 @@ import sys
 import pytest
 
 WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
-SETTING = ["--G", "20000", "--D", "128", "--Q", "200", "--k-g", "64", "--k-q", "250", "--depth", "1000",
+SETTING = ["--G", "20000", "--D", "128", "--Q", "1000", "--k-g", "64", "--k-q", "250", "--depth", "1000",
            "--k", "100", "--iters", "5"]
 PROVIDERS = {
     "ICFRRIndex, 1 process x 1 thread": (None, ["--single", "--threads", "1"]),

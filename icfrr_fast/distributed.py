@@ -490,7 +490,7 @@ class ShardedICFRRIndex:
             DistributedError: a collective failed or timed out.
         """
         comm, G = self._comm, self.ntotal
-        err, fields = None, [-1.0] * 15
+        err, fields = None, [-1.0] * 14  # _query_fields (4) + 10 arguments, the same count on every rank
         try:
             q = self._prepare(queries, "queries", self.d)
             ops._check_int("depth", depth, 1, G, " (the gallery size)")
@@ -508,7 +508,7 @@ class ShardedICFRRIndex:
                 ops._check_int("batch_size", batch_size, 1)
             fields = _query_fields(comm, q) + [depth, k, k_q, beta, iters, ops.SEMANTICS.index(semantics),
                                                return_history, early_stop, kg, -1 if batch_size is None
-                                               else batch_size, 0]
+                                               else batch_size]
         except (ValueError, TypeError) as e:
             err = e
         f = _agree(comm, err, fields, "search argument check")
