@@ -113,6 +113,8 @@ class _Comm:
         self.group = group
         self.timeout = _timedelta(DEFAULT_TIMEOUT_S if timeout is None else timeout)
         self.rank = dist.get_rank(group)
+        if self.rank < 0:
+            raise ValueError("group: this process is not a member of the process group it was given")
         self.world = dist.get_world_size(group)
         nccl = dist.get_backend(group) == "nccl"
         self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
