@@ -33,3 +33,12 @@ __all__ = [
     "get_num_threads",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    # icfrr_fast.distributed (torch.distributed) is imported on first use, never by `import icfrr_fast`
+    if name == "distributed":
+        import importlib
+
+        return importlib.import_module(".distributed", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
