@@ -1,0 +1,517 @@
+// ICFRR at full depth (depth == G) without O(G) work per iteration: the state is the initial order plus the set of
+// touched items (items that received a vote in some iteration). CPU only; results bit-identical to the merge kernel
+// of icfrr_rerank_core.h, which stays selectable (set_full_depth_path) and serves as its oracle in the tests.
+// Oracle: icfrr_fast.reference.icfrr_rerank   Test: tests/test_icfrr_rerank_full.py
+// Bench: benchmarks/bench_icfrr_full_depth.py
+//
+// Per query:
+//   1. one O(G) bucket pass: coarse key c(x) = trunc((x_max - x) * (2^B - 1) / (x_max - x_min)) of every score x
+//      (monotone: x > y => c(x) <= c(y)), a histogram, and a scatter of the ids into their buckets in id order.
+//      The exact order inside a bucket (x descending, ties -> smaller id, the order of sort_desc_by_double) is made
+//      lazily, for the buckets something reads: the top of the list, the voted items' ranks, the slot values v_p.
+//   2. per iteration, O(K_q' K_g + touched + voted log): untouched items keep their initial relative order (they
+//      never had a key other than their initial one: "reference" v_p of their position, monotone in position;
+//      "paper" their score), so they fill, in initial order, the positions the touched items leave free.
+//      With f(q) the key of the item at position q before the iteration (non-increasing in q), a voted item b
+//      (position p_b, new key k_b) is preceded, in the stable sort, by the voted items before it in (key desc,
+//      position asc) order and by the unvoted positions q < P* = max(lo, min(p_b, hi)), where
+//      lo = #{q : f(q) > k_b}, hi = #{q : f(q) >= k_b}: counts read from the buckets (and, for "paper", from the
+//      touched items' keys). An unvoted touched item with unvoted index m lands at m + #{voted b : A(b) <= m},
+//      A(b) = the unvoted items before b.
+//   3. the stop rules of the merge kernel: "reference" stops at the fixed point (nothing moved); early_stop when
+//      no item entered the first K_q' positions.
+// Memory per worker: about G (sizeof(Acc) + 24) bytes + 9 bytes per bucket + O(min(G, T K_q' K_g)) for the
+// touched set.
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "icfrr_rerank.h"
+#include "radix_sort.h"
+#include "vote.h"
+
+namespace icfrr {
+
+/// Which algorithm runs a full-depth call: 0 = chosen by size (touched-set when the votes per iteration are few
+/// against G), 1 = always the touched-set algorithm, 2 = always the merge kernel. Results are identical.
+inline std::atomic<int>& full_depth_path_flag() {
+  static std::atomic<int> flag{0};
+  return flag;
+}
+inline void set_full_depth_path(int path) { full_depth_path_flag().store(path); }
+
+/// True when a depth == G call should run the touched-set algorithm: forced, or the votes of one iteration
+/// (K_q' K_g) touch less than a quarter of the gallery (the merge kernel's region then spans most of it).
+inline bool full_depth_use_touched(const RerankArgs& a, int64_t kq) {
+  const int path = full_depth_path_flag().load(std::memory_order_relaxed);
+  if (path != 0) return path == 1;
+  return a.G >= 4096 && kq * a.K_g * 4 <= a.G;
+}
+
+namespace detail {
+/// Bucket bits for G items: about 8 items per bucket, at most 2^20 buckets.
+inline int full_bucket_bits(int64_t G) {
+  int bits = 0;
+  while ((int64_t(1) << (bits + 1)) <= G) ++bits;  // floor(log2 G)
+  bits -= 3;
+  return bits < 1 ? 1 : (bits > 20 ? 20 : bits);
+}
+}  // namespace detail
+
+/// One voted item of the current iteration.
+struct FullVoted {
+  double key;      ///< new key
+  int32_t old;     ///< position before the iteration
+  int32_t id;      ///< gallery id
+  int32_t rank;    ///< initial rank when untouched before this iteration, else -1
+  int32_t newpos;  ///< position after the iteration
+};
+
+/// Scratch of one worker (one query at a time), allocated once before the parallel region.
+template <typename Acc>
+struct FullDepthScratch {
+  int64_t G = 0, nb = 0, kq = 0, tcap = 0, vcap = 0;
+  // O(G)
+  std::vector<Acc> acc;              ///< packed votes; zero between queries
+  std::vector<int32_t> tidx;         ///< id -> index in the touched list, -1 if untouched; -1 between queries
+  std::vector<int32_t> init_order;   ///< ids by bucket; exact (initial order) inside sorted buckets
+  std::vector<int32_t> inv;          ///< id -> initial rank, valid for ids in sorted buckets
+  std::vector<uint32_t> ckey;        ///< coarse keys, then radix scratch of big buckets
+  std::vector<uint32_t> tmp_keys;    ///< radix scratch
+  std::vector<int32_t> tmp_ids;      ///< radix scratch
+  // buckets
+  std::vector<uint32_t> bstart;      ///< (nb + 1) first initial rank of each bucket
+  std::vector<uint32_t> bfill;       ///< (nb) scatter cursors
+  std::vector<uint8_t> bsorted;      ///< (nb) bucket in exact order
+  // touched set, sorted by current position (t_*) and by initial rank (r_*); n_* / r2_*: rebuild buffers
+  std::vector<int32_t> t_pos, t_id, n_pos, n_id;
+  std::vector<double> t_key, n_key;  ///< "paper": accumulated key
+  std::vector<uint8_t> t_voted;      ///< voted in the current iteration; zero between iterations
+  std::vector<int32_t> r_rank, r2_rank;
+  std::vector<double> r_x, r2_x;     ///< initial score at r_rank (non-increasing)
+  // voted items of the current iteration
+  std::vector<FullVoted> voted;      ///< sorted by (key desc, old position asc)
+  std::vector<Acc> vvotes;
+  std::vector<int32_t> vold;         ///< old positions, ascending
+  std::vector<int32_t> vA;           ///< unvoted items before each voted item (non-decreasing)
+  std::vector<std::pair<int32_t, double>> fresh;  ///< (rank, score) of the newly touched
+  std::vector<int32_t> voters;       ///< (K_q')
+
+  FullDepthScratch(const RerankArgs& a, int64_t kq_) : G(a.G), kq(kq_) {
+    nb = int64_t(1) << detail::full_bucket_bits(G);
+    const int64_t per_iter = kq * a.K_g;  // < 2^55
+    vcap = std::min(G, per_iter);
+    tcap = (a.iters > 0 && per_iter > G / a.iters) ? G : std::max<int64_t>(1, a.iters * per_iter);
+    tcap = std::min(tcap, G);
+    acc.assign(G, 0);
+    tidx.assign(G, -1);
+    init_order.resize(G);
+    inv.resize(G);
+    ckey.resize(G);
+    tmp_keys.resize(G);
+    tmp_ids.resize(G);
+    bstart.resize(nb + 1);
+    bfill.resize(nb);
+    bsorted.resize(nb);
+    for (auto* v : {&t_pos, &t_id, &n_pos, &n_id, &r_rank, &r2_rank}) v->resize(tcap);
+    for (auto* v : {&t_key, &n_key, &r_x, &r2_x}) v->resize(tcap);
+    t_voted.assign(tcap, 0);
+    voted.resize(vcap + 1);  // + 1: the branchless collection writes one slot past the last voted item
+    vvotes.resize(vcap + 1);
+    vold.resize(vcap);
+    vA.resize(vcap);
+    fresh.resize(vcap);
+    voters.resize(kq);
+  }
+};
+
+namespace detail {
+
+/// The per-query algorithm over one worker's scratch. T: float or double scores.
+template <typename T, typename Acc>
+class FullDepthQuery {
+ public:
+  FullDepthQuery(const RerankArgs& a, int64_t q, FullDepthScratch<Acc>& w)
+      : a_(a), q_(q), w_(w), s_(static_cast<const T*>(a.scores) + q * a.score_stride),
+        sign_(a.largest ? T(1) : T(-1)), G_(a.G), kq_(w.kq) {}
+
+  void run() {
+    build_buckets();
+    if (a_.out_history) write_history(0);
+    int64_t t = 1;
+    bool ran = false;
+    for (; t <= a_.iters; ++t) {
+      bool changed = false, voters_unchanged = false;
+      iterate(changed, voters_unchanged);
+      ran = true;
+      if (a_.out_history) write_history(t);
+      if ((!a_.paper && !changed) || (a_.early_stop && voters_unchanged)) break;
+    }
+    if (a_.out_history)
+      for (int64_t rest = t + 1; rest <= a_.iters; ++rest) write_history(rest);
+    write_output(ran);
+    for (int64_t i = 0; i < M_; ++i) w_.tidx[w_.t_id[i]] = -1;
+  }
+
+ private:
+  const RerankArgs& a_;
+  const int64_t q_;
+  FullDepthScratch<Acc>& w_;
+  const T* s_;
+  const T sign_;
+  const int64_t G_, kq_;
+  int64_t nbq_ = 1;  ///< buckets of this query (1 when the score range cannot be scaled)
+  double kmin_ = 0, kmax_ = 0, scale_ = 0, top_ = 0;
+  int64_t M_ = 0;  ///< touched items
+  int64_t V_ = 0;  ///< voted items of the last iteration
+
+  double x(int32_t id) const { return static_cast<double>(static_cast<T>(sign_ * s_[id])); }
+
+  /// Bucket of a value v <= kmax (the same expression as sort_desc_by_double's coarse key).
+  int64_t coarse(double v) const {
+    if (nbq_ == 1) return 0;
+    const double c = (kmax_ - v) * scale_;
+    return c < top_ ? static_cast<int64_t>(c) : static_cast<int64_t>(top_);
+  }
+
+  // ---- step 1: the bucket pass ----
+  void build_buckets() {
+    double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();
+    for (int64_t j = 0; j < G_; ++j) {
+      const double v = x(static_cast<int32_t>(j));
+      kmin = v < kmin ? v : kmin;
+      kmax = v > kmax ? v : kmax;
+    }
+    kmin_ = kmin;
+    kmax_ = kmax;
+    top_ = static_cast<double>(w_.nb - 1);
+    const double range = kmax - kmin;
+    scale_ = top_ / range;
+    const bool scalable = range > 0.0 && range < __builtin_huge_val() && scale_ > 0.0 && scale_ < __builtin_huge_val();
+    nbq_ = scalable ? w_.nb : 1;
+    uint32_t* bstart = w_.bstart.data();
+    uint32_t* ckey = w_.ckey.data();
+    std::memset(bstart, 0, (nbq_ + 1) * sizeof(uint32_t));
+    if (nbq_ == 1) {
+      for (int64_t j = 0; j < G_; ++j) w_.init_order[j] = static_cast<int32_t>(j);
+    } else {
+      for (int64_t j = 0; j < G_; ++j) {
+        const uint32_t c = static_cast<uint32_t>(coarse(x(static_cast<int32_t>(j))));
+        ckey[j] = c;
+        ++bstart[c + 1];
+      }
+      for (int64_t b = 0; b < nbq_; ++b) {
+        bstart[b + 1] += bstart[b];
+        w_.bfill[b] = bstart[b];
+      }
+      uint32_t* fill = w_.bfill.data();
+      int32_t* order = w_.init_order.data();
+      for (int64_t j = 0; j < G_; ++j) order[fill[ckey[j]]++] = static_cast<int32_t>(j);
+    }
+    bstart[nbq_] = static_cast<uint32_t>(G_);
+    std::memset(w_.bsorted.data(), 0, nbq_);
+  }
+
+  /// Put bucket b in exact order (x descending; ids arrive ascending, so a stable sort gives ties -> smaller id)
+  /// and record the initial ranks of its items.
+  void ensure_sorted(int64_t b) {
+    if (w_.bsorted[b]) return;
+    w_.bsorted[b] = 1;
+    const int64_t lo = w_.bstart[b], n = w_.bstart[b + 1] - lo;
+    int32_t* it = w_.init_order.data() + lo;
+    if (n <= 32) {
+      for (int64_t i = 1; i < n; ++i) {  // stable insertion sort, descending
+        const int32_t id = it[i];
+        const double key = x(id);
+        int64_t y = i;
+        while (y > 0 && x(it[y - 1]) < key) {
+          it[y] = it[y - 1];
+          --y;
+        }
+        it[y] = id;
+      }
+    } else {
+      double bmin = __builtin_huge_val(), bmax = -__builtin_huge_val();
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = x(it[i]);
+        bmin = v < bmin ? v : bmin;
+        bmax = v > bmax ? v : bmax;
+      }
+      sort_desc_by_double(it, n, w_.ckey.data(), w_.tmp_keys.data(), w_.tmp_ids.data(),
+                          [this](int32_t id) { return x(id); }, bmin, bmax);
+    }
+    for (int64_t i = 0; i < n; ++i) w_.inv[it[i]] = static_cast<int32_t>(lo + i);
+  }
+
+  /// The bucket holding initial rank r (the last bucket b with bstart[b] <= r), galloping from bucket `hint`.
+  int64_t rank_bucket(int64_t r, int64_t hint) const {
+    const uint32_t* bs = w_.bstart.data();
+    int64_t lo, hi;  // bs[lo] <= r < bs[hi]
+    if (bs[hint] <= r) {
+      lo = hint;
+      hi = hint + 1;
+      for (int64_t step = 1; hi < nbq_ && bs[hi] <= r; step *= 2) {
+        lo = hi;
+        hi = std::min(nbq_, lo + 2 * step);
+      }
+    } else {
+      hi = hint;
+      lo = hint - 1;
+      for (int64_t step = 1; bs[lo] > r; step *= 2) {  // bs[0] = 0 <= r ends the loop
+        hi = lo;
+        lo = std::max<int64_t>(0, hi - 2 * step);
+      }
+    }
+    return (std::upper_bound(bs + lo, bs + hi, static_cast<uint32_t>(r)) - bs) - 1;
+  }
+
+  /// v_p: the p-th largest initial score.
+  double slot_at(int64_t p, int64_t hint) {
+    const int64_t b = rank_bucket(p, hint);
+    ensure_sorted(b);
+    return x(w_.init_order[p]);
+  }
+
+  /// Initial rank of an untouched item.
+  int64_t initial_rank(int32_t id) {
+    ensure_sorted(coarse(x(id)));
+    return w_.inv[id];
+  }
+
+  /// #{items : initial score > v} and #{items : initial score >= v}.
+  void count_initial(double v, int64_t& gt, int64_t& ge) {
+    if (v > kmax_) {
+      gt = ge = 0;
+      return;
+    }
+    if (v < kmin_) {
+      gt = ge = G_;
+      return;
+    }
+    const int64_t b = coarse(v);
+    ensure_sorted(b);
+    const int32_t* lo = w_.init_order.data() + w_.bstart[b];
+    const int32_t* hi = w_.init_order.data() + w_.bstart[b + 1];
+    gt = std::partition_point(lo, hi, [&](int32_t id) { return x(id) > v; }) - w_.init_order.data();
+    ge = std::partition_point(lo, hi, [&](int32_t id) { return x(id) >= v; }) - w_.init_order.data();
+  }
+
+  /// Calls emit(p, id, touched index or -1) for the positions p in [0, m) of the current order, in order.
+  template <typename Emit>
+  void walk(int64_t m, Emit&& emit) {
+    int64_t ti = 0, r = 0, b = 0;
+    const uint32_t* bs = w_.bstart.data();
+    for (int64_t p = 0; p < m; ++p) {
+      if (ti < M_ && w_.t_pos[ti] == p) {
+        emit(p, w_.t_id[ti], ti);
+        ++ti;
+        continue;
+      }
+      int32_t id;
+      do {
+        while (bs[b + 1] <= r) ++b;
+        ensure_sorted(b);
+        id = w_.init_order[r++];
+      } while (w_.tidx[id] >= 0);
+      emit(p, id, int64_t(-1));
+    }
+  }
+
+  void write_history(int64_t t) {
+    int64_t* h = a_.out_history + (q_ * (a_.iters + 1) + t) * a_.k;
+    walk(a_.k, [h](int64_t p, int32_t id, int64_t) { h[p] = id; });
+  }
+
+  // ---- step 2: one iteration ----
+  void iterate(bool& changed, bool& voters_unchanged) {
+    FullDepthScratch<Acc>& w = w_;
+    const int64_t kq = kq_, K_g = a_.K_g;
+    int32_t* voters = w.voters.data();
+    walk(kq, [voters](int64_t p, int32_t id, int64_t) { voters[p] = id; });
+    // 2a. votes (exact packed integers), then each voted id once, clearing acc as it goes
+    Acc* acc = w.acc.data();
+    for (int64_t p = 0; p < kq; ++p) {
+      const int32_t* row = a_.neighbors + static_cast<int64_t>(voters[p]) * a_.nbr_stride;
+      Acc inc = vote_increment<Acc>(0);
+      for (int64_t r = 0; r < K_g; ++r, ++inc) acc[row[r]] += inc;
+    }
+    int64_t V = 0;
+    for (int64_t p = 0; p < kq; ++p) {
+      const int32_t* row = a_.neighbors + static_cast<int64_t>(voters[p]) * a_.nbr_stride;
+      for (int64_t r = 0; r < K_g; ++r) {
+        const int32_t j = row[r];
+        const Acc v = acc[j];
+        acc[j] = 0;
+        w.voted[V].id = j;
+        w.vvotes[V] = v;
+        V += (v != 0);
+      }
+    }
+    // 2b. position and key of every voted item
+    for (int64_t x_ = 0; x_ < V; ++x_) {
+      FullVoted& e = w.voted[x_];
+      const int32_t j = e.id;
+      const int32_t ti = w.tidx[j];
+      const double xj = x(j);
+      int64_t p;
+      double base;
+      if (ti >= 0) {
+        p = w.t_pos[ti];
+        w.t_voted[ti] = 1;
+        e.rank = -1;
+        base = a_.paper ? w.t_key[ti] : slot_at(p, coarse(xj));
+      } else {
+        const int64_t r = initial_rank(j);
+        const int64_t u = r - (std::lower_bound(w.r_rank.data(), w.r_rank.data() + M_, static_cast<int32_t>(r)) -
+                               w.r_rank.data());
+        p = u + free_before(u);
+        e.rank = static_cast<int32_t>(r);
+        base = a_.paper ? xj : slot_at(p, coarse(xj));
+      }
+      e.old = static_cast<int32_t>(p);
+      const Acc v = w.vvotes[x_];
+      e.key = vote_key(base, a_.beta, vote_delta(vote_count(v), vote_rank_sum(v), G_, kq));
+    }
+    // 2c. the stable sort of the voted items: (key desc, position asc) is a total order
+    std::sort(w.voted.begin(), w.voted.begin() + V, [](const FullVoted& l, const FullVoted& r) {
+      return l.key != r.key ? l.key > r.key : l.old < r.old;
+    });
+    for (int64_t x_ = 0; x_ < V; ++x_) w.vold[x_] = w.voted[x_].old;
+    std::sort(w.vold.begin(), w.vold.begin() + V);
+    // 2d. new positions of the voted items
+    const int32_t* vold = w.vold.data();
+    changed = false;
+    int64_t n_in = 0;
+    for (int64_t x_ = 0; x_ < V; ++x_) {
+      FullVoted& e = w.voted[x_];
+      int64_t lo, hi;
+      count_initial(e.key, lo, hi);
+      if (a_.paper) {  // keys of the positions: touched items' keys and untouched items' scores
+        const double* tk = w.t_key.data();
+        const double* rx = w.r_x.data();
+        const double k = e.key;
+        const int64_t gt_t = std::partition_point(tk, tk + M_, [k](double v) { return v > k; }) - tk;
+        const int64_t ge_t = std::partition_point(tk, tk + M_, [k](double v) { return v >= k; }) - tk;
+        const int64_t gt_r = std::partition_point(rx, rx + M_, [k](double v) { return v > k; }) - rx;
+        const int64_t ge_r = std::partition_point(rx, rx + M_, [k](double v) { return v >= k; }) - rx;
+        lo += gt_t - gt_r;
+        hi += ge_t - ge_r;
+      }
+      const int64_t pstar = std::max<int64_t>(lo, std::min<int64_t>(e.old, hi));
+      const int64_t A = pstar - (std::lower_bound(vold, vold + V, static_cast<int32_t>(pstar)) - vold);
+      w.vA[x_] = static_cast<int32_t>(A);
+      const int64_t np = x_ + A;
+      e.newpos = static_cast<int32_t>(np);
+      changed |= np != e.old;
+      n_in += (np < kq) & (e.old >= kq);
+    }
+    voters_unchanged = n_in == 0;
+    // 2e. the touched list in new position order: unvoted touched items shift down by the voted items that pass
+    //     them; merged with the voted items (both sequences are in new-position order)
+    int64_t out = 0, xv = 0, vo = 0, ab = 0;
+    auto emit = [&w, &out](int32_t pos, int32_t id, double key) {
+      w.n_pos[out] = pos;
+      w.n_id[out] = id;
+      w.n_key[out] = key;
+      w.tidx[id] = static_cast<int32_t>(out);
+      ++out;
+    };
+    for (int64_t i = 0; i < M_; ++i) {
+      if (w.t_voted[i]) {
+        w.t_voted[i] = 0;
+        continue;
+      }
+      const int64_t qpos = w.t_pos[i];
+      while (vo < V && vold[vo] < qpos) ++vo;
+      const int64_t m = qpos - vo;  // index among the unvoted items
+      while (ab < V && w.vA[ab] <= m) ++ab;
+      const int32_t np = static_cast<int32_t>(m + ab);
+      for (; xv < V && w.voted[xv].newpos < np; ++xv) emit(w.voted[xv].newpos, w.voted[xv].id, w.voted[xv].key);
+      emit(np, w.t_id[i], w.t_key[i]);
+    }
+    for (; xv < V; ++xv) emit(w.voted[xv].newpos, w.voted[xv].id, w.voted[xv].key);
+    // 2f. the newly touched items join the initial-rank list
+    int64_t nf = 0;
+    for (int64_t x_ = 0; x_ < V; ++x_)
+      if (w.voted[x_].rank >= 0) w.fresh[nf++] = {w.voted[x_].rank, x(w.voted[x_].id)};
+    std::sort(w.fresh.begin(), w.fresh.begin() + nf);
+    int64_t i = 0, f = 0, o = 0;
+    while (i < M_ || f < nf) {
+      const bool take_old = f >= nf || (i < M_ && w.r_rank[i] < w.fresh[f].first);
+      w.r2_rank[o] = take_old ? w.r_rank[i] : w.fresh[f].first;
+      w.r2_x[o] = take_old ? w.r_x[i] : w.fresh[f].second;
+      i += take_old;
+      f += !take_old;
+      ++o;
+    }
+    w.t_pos.swap(w.n_pos);
+    w.t_id.swap(w.n_id);
+    w.t_key.swap(w.n_key);
+    w.r_rank.swap(w.r2_rank);
+    w.r_x.swap(w.r2_x);
+    M_ = out;
+    V_ = V;
+  }
+
+  /// Touched items whose position precedes the u-th free position: #{i : t_pos[i] - i <= u}.
+  int64_t free_before(int64_t u) const {
+    int64_t lo = 0, hi = M_;
+    const int32_t* tp = w_.t_pos.data();
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (tp[mid] - mid <= u) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  // ---- output: indices and final keys of the first k positions ----
+  void write_output(bool ran) {
+    const double sign = a_.largest ? 1.0 : -1.0;
+    float* ov = a_.out_values + q_ * a_.k;
+    int64_t* oi = a_.out_indices + q_ * a_.k;
+    if (a_.paper) {  // the accumulated key of each item
+      walk(a_.k, [&](int64_t p, int32_t id, int64_t ti) {
+        oi[p] = id;
+        ov[p] = static_cast<float>(sign * (ti >= 0 ? w_.t_key[ti] : x(id)));
+      });
+      return;
+    }
+    // "reference": the key of the last iteration, v at the item's position before it (+ its boost when voted)
+    int64_t xv = 0, vo = 0, qn = 0, r = 0, b = 0;
+    const uint32_t* bs = w_.bstart.data();
+    const int64_t V = ran ? V_ : 0;
+    walk(a_.k, [&](int64_t p, int32_t id, int64_t) {
+      oi[p] = id;
+      double key;
+      if (xv < V && w_.voted[xv].newpos == p) {
+        key = w_.voted[xv++].key;
+      } else {
+        while (vo < V && w_.vold[vo] == qn) {
+          ++qn;
+          ++vo;
+        }
+        for (; r <= qn; ++r) {  // the slot cursor: bucket of rank qn in exact order
+          while (bs[b + 1] <= r) ++b;
+          ensure_sorted(b);
+        }
+        key = x(w_.init_order[qn]);
+        ++qn;
+      }
+      ov[p] = static_cast<float>(sign * key);
+    });
+  }
+};
+
+}  // namespace detail
+
+/// Re-rank query q at full depth (a.depth == a.G) with the touched-set algorithm; same outputs as rerank_query.
+template <typename T, typename Acc>
+void rerank_query_full(const RerankArgs& a, int64_t q, FullDepthScratch<Acc>& w) {
+  detail::FullDepthQuery<T, Acc>(a, q, w).run();
+}
+
+}  // namespace icfrr
