@@ -52,14 +52,17 @@ inline bool full_depth_use_touched(const RerankArgs& a, int64_t kq) {
 }
 
 namespace detail {
-/// Bucket bits for G items: about 8 items per bucket, at most 2^20 buckets.
+/// Bucket bits for G items: 2 to 4 items per bucket, at most 2^20 buckets.
 inline int full_bucket_bits(int64_t G) {
   int bits = 0;
   while ((int64_t(1) << (bits + 1)) <= G) ++bits;  // floor(log2 G)
-  bits -= 3;
+  bits -= 1;
   return bits < 1 ? 1 : (bits > 20 ? 20 : bits);
 }
 }  // namespace detail
+
+/// Buckets up to this size are put in order by a comparison sort of (score, id) pairs; larger ones by a radix sort.
+constexpr int64_t kSortPairsMax = 4096;
 
 /// One voted item of the current iteration.
 struct FullVoted {
@@ -79,6 +82,8 @@ struct FullDepthScratch {
   std::vector<int32_t> tidx;         ///< id -> index in the touched list, -1 if untouched; -1 between queries
   std::vector<int32_t> init_order;   ///< ids by bucket; exact (initial order) inside sorted buckets
   std::vector<int32_t> inv;          ///< id -> initial rank, valid for ids in sorted buckets
+  std::vector<double> okey_store;    ///< (G) scores in init_order's order (as T: float or double)
+  std::vector<double> pair_store;    ///< (2 min(G, kSortPairsMax)) (score, id) pairs of a bucket being sorted
   std::vector<uint32_t> ckey;        ///< coarse keys, then radix scratch of big buckets
   std::vector<uint32_t> tmp_keys;    ///< radix scratch
   std::vector<int32_t> tmp_ids;      ///< radix scratch
@@ -110,6 +115,8 @@ struct FullDepthScratch {
     tidx.assign(G, -1);
     init_order.resize(G);
     inv.resize(G);
+    okey_store.resize(G);
+    pair_store.resize(2 * std::min<int64_t>(G, kSortPairsMax));
     ckey.resize(G);
     tmp_keys.resize(G);
     tmp_ids.resize(G);
@@ -136,7 +143,7 @@ class FullDepthQuery {
  public:
   FullDepthQuery(const RerankArgs& a, int64_t q, FullDepthScratch<Acc>& w)
       : a_(a), q_(q), w_(w), s_(static_cast<const T*>(a.scores) + q * a.score_stride),
-        sign_(a.largest ? T(1) : T(-1)), G_(a.G), kq_(w.kq) {}
+        sign_(a.largest ? T(1) : T(-1)), G_(a.G), kq_(w.kq), okey_(reinterpret_cast<T*>(w.okey_store.data())) {}
 
   void run() {
     build_buckets();
@@ -163,6 +170,7 @@ class FullDepthQuery {
   const T* s_;
   const T sign_;
   const int64_t G_, kq_;
+  T* okey_;  ///< (G) okey_[r] = the (signed) score of init_order[r]: sorted descending inside sorted buckets
   int64_t nbq_ = 1;  ///< buckets of this query (1 when the score range cannot be scaled)
   double kmin_ = 0, kmax_ = 0, scale_ = 0, top_ = 0;
   int64_t M_ = 0;  ///< touched items
@@ -196,7 +204,10 @@ class FullDepthQuery {
     uint32_t* ckey = w_.ckey.data();
     std::memset(bstart, 0, (nbq_ + 1) * sizeof(uint32_t));
     if (nbq_ == 1) {
-      for (int64_t j = 0; j < G_; ++j) w_.init_order[j] = static_cast<int32_t>(j);
+      for (int64_t j = 0; j < G_; ++j) {
+        w_.init_order[j] = static_cast<int32_t>(j);
+        okey_[j] = static_cast<T>(sign_ * s_[j]);
+      }
     } else {
       for (int64_t j = 0; j < G_; ++j) {
         const uint32_t c = static_cast<uint32_t>(coarse(x(static_cast<int32_t>(j))));
@@ -209,7 +220,12 @@ class FullDepthQuery {
       }
       uint32_t* fill = w_.bfill.data();
       int32_t* order = w_.init_order.data();
-      for (int64_t j = 0; j < G_; ++j) order[fill[ckey[j]]++] = static_cast<int32_t>(j);
+      T* okey = okey_;
+      for (int64_t j = 0; j < G_; ++j) {
+        const uint32_t d = fill[ckey[j]]++;
+        order[d] = static_cast<int32_t>(j);
+        okey[d] = static_cast<T>(sign_ * s_[j]);
+      }
     }
     bstart[nbq_] = static_cast<uint32_t>(G_);
     std::memset(w_.bsorted.data(), 0, nbq_);
@@ -222,26 +238,39 @@ class FullDepthQuery {
     w_.bsorted[b] = 1;
     const int64_t lo = w_.bstart[b], n = w_.bstart[b + 1] - lo;
     int32_t* it = w_.init_order.data() + lo;
-    if (n <= 32) {
-      for (int64_t i = 1; i < n; ++i) {  // stable insertion sort, descending
+    T* k = okey_ + lo;
+    if (n <= 16) {
+      for (int64_t i = 1; i < n; ++i) {  // stable insertion sort, descending (ids arrive ascending)
         const int32_t id = it[i];
-        const double key = x(id);
+        const T key = k[i];
         int64_t y = i;
-        while (y > 0 && x(it[y - 1]) < key) {
+        for (; y > 0 && k[y - 1] < key; --y) {
           it[y] = it[y - 1];
-          --y;
+          k[y] = k[y - 1];
         }
         it[y] = id;
+        k[y] = key;
       }
-    } else {
+    } else if (n <= kSortPairsMax) {  // (score desc, id asc) is a total order: any comparison sort gives the stable result
+      auto* pairs = reinterpret_cast<std::pair<T, int32_t>*>(w_.pair_store.data());
+      for (int64_t i = 0; i < n; ++i) pairs[i] = {k[i], it[i]};
+      std::sort(pairs, pairs + n, [](const std::pair<T, int32_t>& l, const std::pair<T, int32_t>& r) {
+        return l.first != r.first ? l.first > r.first : l.second < r.second;
+      });
+      for (int64_t i = 0; i < n; ++i) {
+        k[i] = pairs[i].first;
+        it[i] = pairs[i].second;
+      }
+    } else {  // a crowded bucket: the radix sort (ids arrive ascending, ties keep that order)
       double bmin = __builtin_huge_val(), bmax = -__builtin_huge_val();
       for (int64_t i = 0; i < n; ++i) {
-        const double v = x(it[i]);
+        const double v = static_cast<double>(k[i]);
         bmin = v < bmin ? v : bmin;
         bmax = v > bmax ? v : bmax;
       }
       sort_desc_by_double(it, n, w_.ckey.data(), w_.tmp_keys.data(), w_.tmp_ids.data(),
                           [this](int32_t id) { return x(id); }, bmin, bmax);
+      for (int64_t i = 0; i < n; ++i) k[i] = static_cast<T>(sign_ * s_[it[i]]);
     }
     for (int64_t i = 0; i < n; ++i) w_.inv[it[i]] = static_cast<int32_t>(lo + i);
   }
@@ -272,7 +301,7 @@ class FullDepthQuery {
   double slot_at(int64_t p, int64_t hint) {
     const int64_t b = rank_bucket(p, hint);
     ensure_sorted(b);
-    return x(w_.init_order[p]);
+    return static_cast<double>(okey_[p]);
   }
 
   /// Initial rank of an untouched item.
@@ -293,10 +322,10 @@ class FullDepthQuery {
     }
     const int64_t b = coarse(v);
     ensure_sorted(b);
-    const int32_t* lo = w_.init_order.data() + w_.bstart[b];
-    const int32_t* hi = w_.init_order.data() + w_.bstart[b + 1];
-    gt = std::partition_point(lo, hi, [&](int32_t id) { return x(id) > v; }) - w_.init_order.data();
-    ge = std::partition_point(lo, hi, [&](int32_t id) { return x(id) >= v; }) - w_.init_order.data();
+    const T* lo = okey_ + w_.bstart[b];
+    const T* hi = okey_ + w_.bstart[b + 1];
+    gt = std::partition_point(lo, hi, [v](T key) { return static_cast<double>(key) > v; }) - okey_;
+    ge = std::partition_point(lo, hi, [v](T key) { return static_cast<double>(key) >= v; }) - okey_;
   }
 
   /// Calls emit(p, id, touched index or -1) for the positions p in [0, m) of the current order, in order.
@@ -498,7 +527,7 @@ class FullDepthQuery {
           while (bs[b + 1] <= r) ++b;
           ensure_sorted(b);
         }
-        key = x(w_.init_order[qn]);
+        key = static_cast<double>(okey_[qn]);
         ++qn;
       }
       ov[p] = static_cast<float>(sign * key);
