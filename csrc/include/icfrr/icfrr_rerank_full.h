@@ -80,9 +80,9 @@ struct FullDepthScratch {
   // O(G)
   std::vector<Acc> acc;              ///< packed votes; zero between queries
   std::vector<int32_t> tidx;         ///< id -> index in the touched list, -1 if untouched; -1 between queries
-  std::vector<int32_t> init_order;   ///< ids by bucket; exact (initial order) inside sorted buckets
-  std::vector<int32_t> inv;          ///< id -> initial rank, valid for ids in sorted buckets
-  std::vector<double> okey_store;    ///< (G) scores in init_order's order (as T: float or double)
+  std::vector<int32_t> init_order;   ///< the initial order (ids)
+  std::vector<int32_t> inv;          ///< id -> initial rank
+  std::vector<double> okey_store;    ///< (G) the scores in the initial order (as T: float or double)
   std::vector<double> pair_store;    ///< (2 min(G, kSortPairsMax)) (score, id) pairs of a bucket being sorted
   std::vector<uint32_t> ckey;        ///< coarse keys, then radix scratch of big buckets
   std::vector<uint32_t> tmp_keys;    ///< radix scratch
@@ -90,7 +90,6 @@ struct FullDepthScratch {
   // buckets
   std::vector<uint32_t> bstart;      ///< (nb + 1) first initial rank of each bucket
   std::vector<uint32_t> bfill;       ///< (nb) scatter cursors
-  std::vector<uint8_t> bsorted;      ///< (nb) bucket in exact order
   // touched set, sorted by current position (t_*) and by initial rank (r_*); n_* / r2_*: rebuild buffers
   std::vector<int32_t> t_pos, t_id, n_pos, n_id;
   std::vector<double> t_key, n_key;  ///< "paper": accumulated key
@@ -102,7 +101,8 @@ struct FullDepthScratch {
   std::vector<Acc> vvotes;
   std::vector<int32_t> vold;         ///< old positions, ascending
   std::vector<int32_t> vA;           ///< unvoted items before each voted item (non-decreasing)
-  std::vector<std::pair<int32_t, double>> fresh;  ///< (rank, score) of the newly touched
+  std::vector<uint32_t> fresh_key, fresh_tmp_key;  ///< initial ranks of the newly touched, radix-sorted
+  std::vector<int32_t> fresh_idx, fresh_tmp_idx;    ///< their indices in `voted`
   std::vector<int32_t> voters;       ///< (K_q')
 
   FullDepthScratch(const RerankArgs& a, int64_t kq_) : G(a.G), kq(kq_) {
@@ -122,7 +122,6 @@ struct FullDepthScratch {
     tmp_ids.resize(G);
     bstart.resize(nb + 1);
     bfill.resize(nb);
-    bsorted.resize(nb);
     for (auto* v : {&t_pos, &t_id, &n_pos, &n_id, &r_rank, &r2_rank}) v->resize(tcap);
     for (auto* v : {&t_key, &n_key, &r_x, &r2_x}) v->resize(tcap);
     t_voted.assign(tcap, 0);
@@ -130,12 +129,28 @@ struct FullDepthScratch {
     vvotes.resize(vcap + 1);
     vold.resize(vcap);
     vA.resize(vcap);
-    fresh.resize(vcap);
+    for (auto* v : {&fresh_key, &fresh_tmp_key}) v->resize(vcap);
+    for (auto* v : {&fresh_idx, &fresh_tmp_idx}) v->resize(vcap);
     voters.resize(kq);
   }
 };
 
 namespace detail {
+
+/// First index i in [from, n) with !pred(a[i]), given pred true on a prefix of [0, n) that reaches at least
+/// `from`: exponential steps from `from`, then a binary search (cheap when the answer is near `from`).
+template <typename K, typename Pred>
+inline int64_t gallop(const K* a, int64_t from, int64_t n, Pred pred) {
+  int64_t lo = from, step = 1;  // pred(a[i]) for i < lo
+  int64_t hi = from;
+  while (hi < n && pred(a[hi])) {
+    lo = hi + 1;
+    hi = lo + step;
+    step *= 2;
+  }
+  if (hi > n) hi = n;
+  return std::partition_point(a + lo, a + hi, pred) - a;
+}
 
 /// The per-query algorithm over one worker's scratch. T: float or double scores.
 template <typename T, typename Acc>
@@ -146,7 +161,7 @@ class FullDepthQuery {
         sign_(a.largest ? T(1) : T(-1)), G_(a.G), kq_(w.kq), okey_(reinterpret_cast<T*>(w.okey_store.data())) {}
 
   void run() {
-    build_buckets();
+    initial_order();
     if (a_.out_history) write_history(0);
     int64_t t = 1;
     bool ran = false;
@@ -170,77 +185,69 @@ class FullDepthQuery {
   const T* s_;
   const T sign_;
   const int64_t G_, kq_;
-  T* okey_;  ///< (G) okey_[r] = the (signed) score of init_order[r]: sorted descending inside sorted buckets
-  int64_t nbq_ = 1;  ///< buckets of this query (1 when the score range cannot be scaled)
-  double kmin_ = 0, kmax_ = 0, scale_ = 0, top_ = 0;
+  T* okey_;        ///< (G) okey_[r] = v_r, the (signed) score at initial rank r: non-increasing
   int64_t M_ = 0;  ///< touched items
   int64_t V_ = 0;  ///< voted items of the last iteration
 
   double x(int32_t id) const { return static_cast<double>(static_cast<T>(sign_ * s_[id])); }
 
-  /// Bucket of a value v <= kmax (the same expression as sort_desc_by_double's coarse key).
-  int64_t coarse(double v) const {
-    if (nbq_ == 1) return 0;
-    const double c = (kmax_ - v) * scale_;
-    return c < top_ ? static_cast<int64_t>(c) : static_cast<int64_t>(top_);
-  }
-
-  // ---- step 1: the bucket pass ----
-  void build_buckets() {
+  // ---- step 1: the initial order by one bucket pass ----
+  void initial_order() {
     double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();
     for (int64_t j = 0; j < G_; ++j) {
       const double v = x(static_cast<int32_t>(j));
       kmin = v < kmin ? v : kmin;
       kmax = v > kmax ? v : kmax;
     }
-    kmin_ = kmin;
-    kmax_ = kmax;
-    top_ = static_cast<double>(w_.nb - 1);
+    const double top = static_cast<double>(w_.nb - 1);
     const double range = kmax - kmin;
-    scale_ = top_ / range;
-    const bool scalable = range > 0.0 && range < __builtin_huge_val() && scale_ > 0.0 && scale_ < __builtin_huge_val();
-    nbq_ = scalable ? w_.nb : 1;
+    const double scale = top / range;
+    const bool scalable = range > 0.0 && range < __builtin_huge_val() && scale > 0.0 && scale < __builtin_huge_val();
+    const int64_t nbq = scalable ? w_.nb : 1;
     uint32_t* bstart = w_.bstart.data();
-    uint32_t* ckey = w_.ckey.data();
-    std::memset(bstart, 0, (nbq_ + 1) * sizeof(uint32_t));
-    if (nbq_ == 1) {
+    int32_t* order = w_.init_order.data();
+    T* okey = okey_;
+    std::memset(bstart, 0, (nbq + 1) * sizeof(uint32_t));
+    if (nbq == 1) {
       for (int64_t j = 0; j < G_; ++j) {
-        w_.init_order[j] = static_cast<int32_t>(j);
-        okey_[j] = static_cast<T>(sign_ * s_[j]);
+        order[j] = static_cast<int32_t>(j);
+        okey[j] = static_cast<T>(sign_ * s_[j]);
       }
     } else {
+      // coarse key c(x) = trunc((kmax - x) * scale): monotone (x > y => c(x) <= c(y)), as in sort_desc_by_double
+      uint32_t* ckey = w_.ckey.data();
       for (int64_t j = 0; j < G_; ++j) {
-        const uint32_t c = static_cast<uint32_t>(coarse(x(static_cast<int32_t>(j))));
-        ckey[j] = c;
-        ++bstart[c + 1];
-      }
-      for (int64_t b = 0; b < nbq_; ++b) {
-        bstart[b + 1] += bstart[b];
-        w_.bfill[b] = bstart[b];
+        const double c = (kmax - x(static_cast<int32_t>(j))) * scale;
+        const uint32_t b = c < top ? static_cast<uint32_t>(c) : static_cast<uint32_t>(top);
+        ckey[j] = b;
+        ++bstart[b + 1];
       }
       uint32_t* fill = w_.bfill.data();
-      int32_t* order = w_.init_order.data();
-      T* okey = okey_;
-      for (int64_t j = 0; j < G_; ++j) {
+      for (int64_t b = 0; b < nbq; ++b) {
+        bstart[b + 1] += bstart[b];
+        fill[b] = bstart[b];
+      }
+      for (int64_t j = 0; j < G_; ++j) {  // ids ascending inside each bucket
         const uint32_t d = fill[ckey[j]]++;
         order[d] = static_cast<int32_t>(j);
         okey[d] = static_cast<T>(sign_ * s_[j]);
       }
     }
-    bstart[nbq_] = static_cast<uint32_t>(G_);
-    std::memset(w_.bsorted.data(), 0, nbq_);
+    bstart[nbq] = static_cast<uint32_t>(G_);
+    int32_t* inv = w_.inv.data();
+    for (int64_t b = 0; b < nbq; ++b) {
+      const int64_t lo = bstart[b], hi = bstart[b + 1];
+      if (hi - lo > 1) sort_bucket(lo, hi - lo);
+      for (int64_t r = lo; r < hi; ++r) inv[order[r]] = static_cast<int32_t>(r);
+    }
   }
 
-  /// Put bucket b in exact order (x descending; ids arrive ascending, so a stable sort gives ties -> smaller id)
-  /// and record the initial ranks of its items.
-  void ensure_sorted(int64_t b) {
-    if (w_.bsorted[b]) return;
-    w_.bsorted[b] = 1;
-    const int64_t lo = w_.bstart[b], n = w_.bstart[b + 1] - lo;
+  /// Exact order inside one bucket: score descending, ties -> smaller id (the ids arrive ascending).
+  void sort_bucket(int64_t lo, int64_t n) {
     int32_t* it = w_.init_order.data() + lo;
     T* k = okey_ + lo;
     if (n <= 16) {
-      for (int64_t i = 1; i < n; ++i) {  // stable insertion sort, descending (ids arrive ascending)
+      for (int64_t i = 1; i < n; ++i) {  // stable insertion sort, descending
         const int32_t id = it[i];
         const T key = k[i];
         int64_t y = i;
@@ -251,7 +258,7 @@ class FullDepthQuery {
         it[y] = id;
         k[y] = key;
       }
-    } else if (n <= kSortPairsMax) {  // (score desc, id asc) is a total order: any comparison sort gives the stable result
+    } else if (n <= kSortPairsMax) {  // (score desc, id asc) is a total order: any comparison sort is exact
       auto* pairs = reinterpret_cast<std::pair<T, int32_t>*>(w_.pair_store.data());
       for (int64_t i = 0; i < n; ++i) pairs[i] = {k[i], it[i]};
       std::sort(pairs, pairs + n, [](const std::pair<T, int32_t>& l, const std::pair<T, int32_t>& r) {
@@ -261,7 +268,7 @@ class FullDepthQuery {
         k[i] = pairs[i].first;
         it[i] = pairs[i].second;
       }
-    } else {  // a crowded bucket: the radix sort (ids arrive ascending, ties keep that order)
+    } else {  // a crowded bucket: the stable radix sort of the merge kernel
       double bmin = __builtin_huge_val(), bmax = -__builtin_huge_val();
       for (int64_t i = 0; i < n; ++i) {
         const double v = static_cast<double>(k[i]);
@@ -272,67 +279,13 @@ class FullDepthQuery {
                           [this](int32_t id) { return x(id); }, bmin, bmax);
       for (int64_t i = 0; i < n; ++i) k[i] = static_cast<T>(sign_ * s_[it[i]]);
     }
-    for (int64_t i = 0; i < n; ++i) w_.inv[it[i]] = static_cast<int32_t>(lo + i);
-  }
-
-  /// The bucket holding initial rank r (the last bucket b with bstart[b] <= r), galloping from bucket `hint`.
-  int64_t rank_bucket(int64_t r, int64_t hint) const {
-    const uint32_t* bs = w_.bstart.data();
-    int64_t lo, hi;  // bs[lo] <= r < bs[hi]
-    if (bs[hint] <= r) {
-      lo = hint;
-      hi = hint + 1;
-      for (int64_t step = 1; hi < nbq_ && bs[hi] <= r; step *= 2) {
-        lo = hi;
-        hi = std::min(nbq_, lo + 2 * step);
-      }
-    } else {
-      hi = hint;
-      lo = hint - 1;
-      for (int64_t step = 1; bs[lo] > r; step *= 2) {  // bs[0] = 0 <= r ends the loop
-        hi = lo;
-        lo = std::max<int64_t>(0, hi - 2 * step);
-      }
-    }
-    return (std::upper_bound(bs + lo, bs + hi, static_cast<uint32_t>(r)) - bs) - 1;
-  }
-
-  /// v_p: the p-th largest initial score.
-  double slot_at(int64_t p, int64_t hint) {
-    const int64_t b = rank_bucket(p, hint);
-    ensure_sorted(b);
-    return static_cast<double>(okey_[p]);
-  }
-
-  /// Initial rank of an untouched item.
-  int64_t initial_rank(int32_t id) {
-    ensure_sorted(coarse(x(id)));
-    return w_.inv[id];
-  }
-
-  /// #{items : initial score > v} and #{items : initial score >= v}.
-  void count_initial(double v, int64_t& gt, int64_t& ge) {
-    if (v > kmax_) {
-      gt = ge = 0;
-      return;
-    }
-    if (v < kmin_) {
-      gt = ge = G_;
-      return;
-    }
-    const int64_t b = coarse(v);
-    ensure_sorted(b);
-    const T* lo = okey_ + w_.bstart[b];
-    const T* hi = okey_ + w_.bstart[b + 1];
-    gt = std::partition_point(lo, hi, [v](T key) { return static_cast<double>(key) > v; }) - okey_;
-    ge = std::partition_point(lo, hi, [v](T key) { return static_cast<double>(key) >= v; }) - okey_;
   }
 
   /// Calls emit(p, id, touched index or -1) for the positions p in [0, m) of the current order, in order.
   template <typename Emit>
   void walk(int64_t m, Emit&& emit) {
-    int64_t ti = 0, r = 0, b = 0;
-    const uint32_t* bs = w_.bstart.data();
+    int64_t ti = 0, r = 0;
+    const int32_t* order = w_.init_order.data();
     for (int64_t p = 0; p < m; ++p) {
       if (ti < M_ && w_.t_pos[ti] == p) {
         emit(p, w_.t_id[ti], ti);
@@ -340,11 +293,8 @@ class FullDepthQuery {
         continue;
       }
       int32_t id;
-      do {
-        while (bs[b + 1] <= r) ++b;
-        ensure_sorted(b);
-        id = w_.init_order[r++];
-      } while (w_.tidx[id] >= 0);
+      do id = order[r++];
+      while (w_.tidx[id] >= 0);
       emit(p, id, int64_t(-1));
     }
   }
@@ -358,6 +308,7 @@ class FullDepthQuery {
   void iterate(bool& changed, bool& voters_unchanged) {
     FullDepthScratch<Acc>& w = w_;
     const int64_t kq = kq_, K_g = a_.K_g;
+    const T* okey = okey_;
     int32_t* voters = w.voters.data();
     walk(kq, [voters](int64_t p, int32_t id, int64_t) { voters[p] = id; });
     // 2a. votes (exact packed integers), then each voted id once, clearing acc as it goes
@@ -379,30 +330,45 @@ class FullDepthQuery {
         V += (v != 0);
       }
     }
-    // 2b. position and key of every voted item
+    // 2b. position and key of every voted item. Touched: from the touched list. Untouched (initial rank r, in
+    //     rank order): u = r - #{touched ranks < r} untouched items precede it, so it sits at the u-th position
+    //     the touched items leave free: p = u + #{i : t_pos[i] - i <= u}; both counts by sweeps.
+    int64_t nf = 0;
     for (int64_t x_ = 0; x_ < V; ++x_) {
       FullVoted& e = w.voted[x_];
-      const int32_t j = e.id;
-      const int32_t ti = w.tidx[j];
-      const double xj = x(j);
-      int64_t p;
-      double base;
+      const int32_t ti = w.tidx[e.id];
+      const Acc v = w.vvotes[x_];
+      const double delta = vote_delta(vote_count(v), vote_rank_sum(v), G_, kq);
       if (ti >= 0) {
-        p = w.t_pos[ti];
+        const int64_t p = w.t_pos[ti];
         w.t_voted[ti] = 1;
         e.rank = -1;
-        base = a_.paper ? w.t_key[ti] : slot_at(p, coarse(xj));
+        e.old = static_cast<int32_t>(p);
+        e.key = vote_key(a_.paper ? w.t_key[ti] : static_cast<double>(okey[p]), a_.beta, delta);
       } else {
-        const int64_t r = initial_rank(j);
-        const int64_t u = r - (std::lower_bound(w.r_rank.data(), w.r_rank.data() + M_, static_cast<int32_t>(r)) -
-                               w.r_rank.data());
-        p = u + free_before(u);
-        e.rank = static_cast<int32_t>(r);
-        base = a_.paper ? xj : slot_at(p, coarse(xj));
+        const int32_t r = w.inv[e.id];
+        e.rank = r;
+        e.key = delta;  // the key once the position is known
+        w.fresh_key[nf] = static_cast<uint32_t>(r);
+        w.fresh_idx[nf] = static_cast<int32_t>(x_);
+        ++nf;
       }
-      e.old = static_cast<int32_t>(p);
-      const Acc v = w.vvotes[x_];
-      e.key = vote_key(base, a_.beta, vote_delta(vote_count(v), vote_rank_sum(v), G_, kq));
+    }
+    radix_sort_pairs(w.fresh_key.data(), w.fresh_idx.data(), nf, w.fresh_tmp_key.data(), w.fresh_tmp_idx.data());
+    {
+      int64_t ir = 0, it = 0;
+      const int32_t* rr = w.r_rank.data();
+      const int32_t* tp = w.t_pos.data();
+      for (int64_t f = 0; f < nf; ++f) {
+        FullVoted& e = w.voted[w.fresh_idx[f]];
+        const int32_t r = e.rank;
+        ir = gallop(rr, ir, M_, [r](int32_t v) { return v < r; });
+        const int64_t u = r - ir;
+        it = gallop_free(tp, it, u);
+        const int64_t p = u + it;
+        e.old = static_cast<int32_t>(p);
+        e.key = vote_key(static_cast<double>(a_.paper ? okey[r] : okey[p]), a_.beta, e.key);
+      }
     }
     // 2c. the stable sort of the voted items: (key desc, position asc) is a total order
     std::sort(w.voted.begin(), w.voted.begin() + V, [](const FullVoted& l, const FullVoted& r) {
@@ -410,27 +376,32 @@ class FullDepthQuery {
     });
     for (int64_t x_ = 0; x_ < V; ++x_) w.vold[x_] = w.voted[x_].old;
     std::sort(w.vold.begin(), w.vold.begin() + V);
-    // 2d. new positions of the voted items
+    // 2d. new positions of the voted items. Along the sorted voted list lo, hi and P* never decrease, so every
+    //     count is a forward sweep.
     const int32_t* vold = w.vold.data();
     changed = false;
     int64_t n_in = 0;
+    int64_t gt_i = 0, ge_i = 0, gt_t = 0, ge_t = 0, gt_r = 0, ge_r = 0, nv = 0;
+    const double* tk = w.t_key.data();
+    const double* rx = w.r_x.data();
     for (int64_t x_ = 0; x_ < V; ++x_) {
       FullVoted& e = w.voted[x_];
-      int64_t lo, hi;
-      count_initial(e.key, lo, hi);
+      const double k = e.key;
+      gt_i = gallop(okey, gt_i, G_, [k](T v) { return static_cast<double>(v) > k; });
+      ge_i = gallop(okey, std::max(ge_i, gt_i), G_, [k](T v) { return static_cast<double>(v) >= k; });
+      int64_t lo = gt_i, hi = ge_i;
       if (a_.paper) {  // keys of the positions: touched items' keys and untouched items' scores
-        const double* tk = w.t_key.data();
-        const double* rx = w.r_x.data();
-        const double k = e.key;
-        const int64_t gt_t = std::partition_point(tk, tk + M_, [k](double v) { return v > k; }) - tk;
-        const int64_t ge_t = std::partition_point(tk, tk + M_, [k](double v) { return v >= k; }) - tk;
-        const int64_t gt_r = std::partition_point(rx, rx + M_, [k](double v) { return v > k; }) - rx;
-        const int64_t ge_r = std::partition_point(rx, rx + M_, [k](double v) { return v >= k; }) - rx;
+        gt_t = gallop(tk, gt_t, M_, [k](double v) { return v > k; });
+        ge_t = gallop(tk, std::max(ge_t, gt_t), M_, [k](double v) { return v >= k; });
+        gt_r = gallop(rx, gt_r, M_, [k](double v) { return v > k; });
+        ge_r = gallop(rx, std::max(ge_r, gt_r), M_, [k](double v) { return v >= k; });
         lo += gt_t - gt_r;
         hi += ge_t - ge_r;
       }
       const int64_t pstar = std::max<int64_t>(lo, std::min<int64_t>(e.old, hi));
-      const int64_t A = pstar - (std::lower_bound(vold, vold + V, static_cast<int32_t>(pstar)) - vold);
+      const int32_t ps = static_cast<int32_t>(pstar);
+      nv = gallop(vold, nv, V, [ps](int32_t v) { return v < ps; });
+      const int64_t A = pstar - nv;
       w.vA[x_] = static_cast<int32_t>(A);
       const int64_t np = x_ + A;
       e.newpos = static_cast<int32_t>(np);
@@ -462,16 +433,13 @@ class FullDepthQuery {
       emit(np, w.t_id[i], w.t_key[i]);
     }
     for (; xv < V; ++xv) emit(w.voted[xv].newpos, w.voted[xv].id, w.voted[xv].key);
-    // 2f. the newly touched items join the initial-rank list
-    int64_t nf = 0;
-    for (int64_t x_ = 0; x_ < V; ++x_)
-      if (w.voted[x_].rank >= 0) w.fresh[nf++] = {w.voted[x_].rank, x(w.voted[x_].id)};
-    std::sort(w.fresh.begin(), w.fresh.begin() + nf);
+    // 2f. the newly touched items (in rank order: fresh_key) join the initial-rank list
     int64_t i = 0, f = 0, o = 0;
     while (i < M_ || f < nf) {
-      const bool take_old = f >= nf || (i < M_ && w.r_rank[i] < w.fresh[f].first);
-      w.r2_rank[o] = take_old ? w.r_rank[i] : w.fresh[f].first;
-      w.r2_x[o] = take_old ? w.r_x[i] : w.fresh[f].second;
+      const bool take_old = f >= nf || (i < M_ && w.r_rank[i] < static_cast<int32_t>(w.fresh_key[f]));
+      const int32_t r = take_old ? w.r_rank[i] : static_cast<int32_t>(w.fresh_key[f]);
+      w.r2_rank[o] = r;
+      w.r2_x[o] = take_old ? w.r_x[i] : static_cast<double>(okey[r]);
       i += take_old;
       f += !take_old;
       ++o;
@@ -485,10 +453,15 @@ class FullDepthQuery {
     V_ = V;
   }
 
-  /// Touched items whose position precedes the u-th free position: #{i : t_pos[i] - i <= u}.
-  int64_t free_before(int64_t u) const {
-    int64_t lo = 0, hi = M_;
-    const int32_t* tp = w_.t_pos.data();
+  /// #{i : t_pos[i] - i <= u} (non-decreasing in u), galloping forward from `from` (a count for a smaller u).
+  int64_t gallop_free(const int32_t* tp, int64_t from, int64_t u) const {
+    int64_t lo = from, step = 1, hi = from;
+    while (hi < M_ && tp[hi] - hi <= u) {
+      lo = hi + 1;
+      hi = lo + step;
+      step *= 2;
+    }
+    if (hi > M_) hi = M_;
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
       if (tp[mid] - mid <= u) lo = mid + 1;
@@ -510,8 +483,7 @@ class FullDepthQuery {
       return;
     }
     // "reference": the key of the last iteration, v at the item's position before it (+ its boost when voted)
-    int64_t xv = 0, vo = 0, qn = 0, r = 0, b = 0;
-    const uint32_t* bs = w_.bstart.data();
+    int64_t xv = 0, vo = 0, qn = 0;
     const int64_t V = ran ? V_ : 0;
     walk(a_.k, [&](int64_t p, int32_t id, int64_t) {
       oi[p] = id;
@@ -523,12 +495,7 @@ class FullDepthQuery {
           ++qn;
           ++vo;
         }
-        for (; r <= qn; ++r) {  // the slot cursor: bucket of rank qn in exact order
-          while (bs[b + 1] <= r) ++b;
-          ensure_sorted(b);
-        }
-        key = static_cast<double>(okey_[qn]);
-        ++qn;
+        key = static_cast<double>(okey_[qn++]);
       }
       ov[p] = static_cast<float>(sign * key);
     });
