@@ -81,7 +81,6 @@ struct FullDepthScratch {
   std::vector<Acc> acc;              ///< packed votes; zero between queries
   std::vector<int32_t> tidx;         ///< id -> index in the touched list, -1 if untouched; -1 between queries
   std::vector<int32_t> init_order;   ///< the initial order (ids)
-  std::vector<int32_t> inv;          ///< id -> initial rank
   std::vector<double> okey_store;    ///< (G) the scores in the initial order (as T: float or double)
   std::vector<double> pair_store;    ///< (2 min(G, kSortPairsMax)) (score, id) pairs of a bucket being sorted
   std::vector<uint32_t> ckey;        ///< coarse keys, then radix scratch of big buckets
@@ -93,11 +92,14 @@ struct FullDepthScratch {
   // touched set, sorted by current position (t_*) and by initial rank (r_*); n_* / r2_*: rebuild buffers
   std::vector<int32_t> t_pos, t_id, n_pos, n_id;
   std::vector<double> t_key, n_key;  ///< "paper": accumulated key
-  std::vector<uint8_t> t_voted;      ///< voted in the current iteration; zero between iterations
+  std::vector<int32_t> t_voted;      ///< 1 + index in `voted` when voted in the current iteration, else 0
   std::vector<int32_t> r_rank, r2_rank;
   std::vector<double> r_x, r2_x;     ///< initial score at r_rank (non-increasing)
   // voted items of the current iteration
-  std::vector<FullVoted> voted;      ///< sorted by (key desc, old position asc)
+  std::vector<FullVoted> voted, voted2;  ///< then sorted by (key desc, old position asc)
+  std::vector<int32_t> pord;         ///< indices into `voted` in old-position order, then in sorted order
+  std::vector<uint32_t> sort_coarse, sort_tmp;  ///< radix scratch of the voted sort
+  std::vector<int32_t> sort_tmp_idx;
   std::vector<Acc> vvotes;
   std::vector<int32_t> vold;         ///< old positions, ascending
   std::vector<int32_t> vA;           ///< unvoted items before each voted item (non-decreasing)
@@ -114,7 +116,6 @@ struct FullDepthScratch {
     acc.assign(G, 0);
     tidx.assign(G, -1);
     init_order.resize(G);
-    inv.resize(G);
     okey_store.resize(G);
     pair_store.resize(2 * std::min<int64_t>(G, kSortPairsMax));
     ckey.resize(G);
@@ -126,6 +127,9 @@ struct FullDepthScratch {
     for (auto* v : {&t_key, &n_key, &r_x, &r2_x}) v->resize(tcap);
     t_voted.assign(tcap, 0);
     voted.resize(vcap + 1);  // + 1: the branchless collection writes one slot past the last voted item
+    voted2.resize(vcap + 1);
+    for (auto* v : {&sort_coarse, &sort_tmp}) v->resize(vcap);
+    for (auto* v : {&pord, &sort_tmp_idx}) v->resize(vcap);
     vvotes.resize(vcap + 1);
     vold.resize(vcap);
     vA.resize(vcap);
@@ -188,6 +192,30 @@ class FullDepthQuery {
   T* okey_;        ///< (G) okey_[r] = v_r, the (signed) score at initial rank r: non-increasing
   int64_t M_ = 0;  ///< touched items
   int64_t V_ = 0;  ///< voted items of the last iteration
+  int64_t nbq_ = 1;  ///< buckets of this query (1 when the score range cannot be scaled)
+  double kmax_ = 0, scale_ = 0, top_ = 0;
+
+  /// Bucket of a score: coarse key c(x) = trunc((kmax - x) * scale), monotone (x > y => c(x) <= c(y)), as in
+  /// sort_desc_by_double.
+  uint32_t bucket_of(double v) const {
+    if (nbq_ == 1) return 0;
+    const double c = (kmax_ - v) * scale_;
+    return c < top_ ? static_cast<uint32_t>(c) : static_cast<uint32_t>(top_);
+  }
+
+  /// Initial rank of an item: its place inside its bucket, whose items are in (score desc, id asc) order.
+  int32_t initial_rank(int32_t id) const {
+    const T v = static_cast<T>(sign_ * s_[id]);
+    const uint32_t b = bucket_of(static_cast<double>(v));
+    const int32_t* order = w_.init_order.data();
+    int64_t lo = w_.bstart[b], hi = w_.bstart[b + 1];
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (okey_[mid] > v || (okey_[mid] == v && order[mid] < id)) lo = mid + 1;
+      else hi = mid;
+    }
+    return static_cast<int32_t>(lo);
+  }
 
   double x(int32_t id) const { return static_cast<double>(static_cast<T>(sign_ * s_[id])); }
 
@@ -204,6 +232,10 @@ class FullDepthQuery {
     const double scale = top / range;
     const bool scalable = range > 0.0 && range < __builtin_huge_val() && scale > 0.0 && scale < __builtin_huge_val();
     const int64_t nbq = scalable ? w_.nb : 1;
+    nbq_ = nbq;
+    kmax_ = kmax;
+    scale_ = scale;
+    top_ = top;
     uint32_t* bstart = w_.bstart.data();
     int32_t* order = w_.init_order.data();
     T* okey = okey_;
@@ -214,11 +246,9 @@ class FullDepthQuery {
         okey[j] = static_cast<T>(sign_ * s_[j]);
       }
     } else {
-      // coarse key c(x) = trunc((kmax - x) * scale): monotone (x > y => c(x) <= c(y)), as in sort_desc_by_double
       uint32_t* ckey = w_.ckey.data();
       for (int64_t j = 0; j < G_; ++j) {
-        const double c = (kmax - x(static_cast<int32_t>(j))) * scale;
-        const uint32_t b = c < top ? static_cast<uint32_t>(c) : static_cast<uint32_t>(top);
+        const uint32_t b = bucket_of(x(static_cast<int32_t>(j)));
         ckey[j] = b;
         ++bstart[b + 1];
       }
@@ -234,11 +264,9 @@ class FullDepthQuery {
       }
     }
     bstart[nbq] = static_cast<uint32_t>(G_);
-    int32_t* inv = w_.inv.data();
     for (int64_t b = 0; b < nbq; ++b) {
       const int64_t lo = bstart[b], hi = bstart[b + 1];
       if (hi - lo > 1) sort_bucket(lo, hi - lo);
-      for (int64_t r = lo; r < hi; ++r) inv[order[r]] = static_cast<int32_t>(r);
     }
   }
 
@@ -334,6 +362,7 @@ class FullDepthQuery {
     //     rank order): u = r - #{touched ranks < r} untouched items precede it, so it sits at the u-th position
     //     the touched items leave free: p = u + #{i : t_pos[i] - i <= u}; both counts by sweeps.
     int64_t nf = 0;
+    double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();  // range of the voted keys
     for (int64_t x_ = 0; x_ < V; ++x_) {
       FullVoted& e = w.voted[x_];
       const int32_t ti = w.tidx[e.id];
@@ -341,12 +370,14 @@ class FullDepthQuery {
       const double delta = vote_delta(vote_count(v), vote_rank_sum(v), G_, kq);
       if (ti >= 0) {
         const int64_t p = w.t_pos[ti];
-        w.t_voted[ti] = 1;
+        w.t_voted[ti] = static_cast<int32_t>(x_ + 1);
         e.rank = -1;
         e.old = static_cast<int32_t>(p);
         e.key = vote_key(a_.paper ? w.t_key[ti] : static_cast<double>(okey[p]), a_.beta, delta);
+        kmin = e.key < kmin ? e.key : kmin;
+        kmax = e.key > kmax ? e.key : kmax;
       } else {
-        const int32_t r = w.inv[e.id];
+        const int32_t r = initial_rank(e.id);
         e.rank = r;
         e.key = delta;  // the key once the position is known
         w.fresh_key[nf] = static_cast<uint32_t>(r);
@@ -368,14 +399,31 @@ class FullDepthQuery {
         const int64_t p = u + it;
         e.old = static_cast<int32_t>(p);
         e.key = vote_key(static_cast<double>(a_.paper ? okey[r] : okey[p]), a_.beta, e.key);
+        kmin = e.key < kmin ? e.key : kmin;
+        kmax = e.key > kmax ? e.key : kmax;
       }
     }
-    // 2c. the stable sort of the voted items: (key desc, position asc) is a total order
-    std::sort(w.voted.begin(), w.voted.begin() + V, [](const FullVoted& l, const FullVoted& r) {
-      return l.key != r.key ? l.key > r.key : l.old < r.old;
-    });
-    for (int64_t x_ = 0; x_ < V; ++x_) w.vold[x_] = w.voted[x_].old;
-    std::sort(w.vold.begin(), w.vold.begin() + V);
+    // 2c. the voted items in old-position order (touched ones in list order merged with the fresh ones in rank
+    //     order), then the stable radix sort by key, descending: (key desc, position asc).
+    {
+      int64_t i = 0, f = 0, o = 0;
+      for (; i < M_; ++i) {
+        const int32_t xv = w.t_voted[i] - 1;
+        if (xv < 0) continue;
+        const int32_t pos = w.t_pos[i];
+        for (; f < nf && w.voted[w.fresh_idx[f]].old < pos; ++f, ++o) w.pord[o] = w.fresh_idx[f];
+        w.pord[o++] = xv;
+      }
+      for (; f < nf; ++f, ++o) w.pord[o] = w.fresh_idx[f];
+    }
+    for (int64_t x_ = 0; x_ < V; ++x_) w.vold[x_] = w.voted[w.pord[x_]].old;
+    {
+      const FullVoted* vd = w.voted.data();
+      sort_desc_by_double(w.pord.data(), V, w.sort_coarse.data(), w.sort_tmp.data(), w.sort_tmp_idx.data(),
+                          [vd](int32_t i) { return vd[i].key; }, kmin, kmax);
+      for (int64_t x_ = 0; x_ < V; ++x_) w.voted2[x_] = vd[w.pord[x_]];
+      w.voted.swap(w.voted2);
+    }
     // 2d. new positions of the voted items. Along the sorted voted list lo, hi and P* never decrease, so every
     //     count is a forward sweep.
     const int32_t* vold = w.vold.data();
