@@ -63,6 +63,10 @@ inline int full_bucket_bits(int64_t G) {
 
 /// Buckets up to this size are put in order by a comparison sort of (score, id) pairs; larger ones by a radix sort.
 constexpr int64_t kSortPairsMax = 4096;
+/// Buckets up to this size are put in order while they are filled (insertion).
+constexpr uint32_t kInsertMax = 32;
+/// Bits of the bucket index that the second (in-cache) scatter of the bucket pass resolves.
+constexpr int kLowBits = 10;
 
 /// One voted item of the current iteration.
 struct FullVoted {
@@ -77,11 +81,14 @@ struct FullVoted {
 template <typename Acc>
 struct FullDepthScratch {
   int64_t G = 0, nb = 0, kq = 0, tcap = 0, vcap = 0;
+  int bits = 0;  ///< nb = 2^bits buckets
   // O(G)
   std::vector<Acc> acc;              ///< packed votes; zero between queries
   std::vector<int32_t> tidx;         ///< id -> index in the touched list, -1 if untouched; -1 between queries
   std::vector<int32_t> init_order;   ///< the initial order (ids)
   std::vector<double> okey_store;    ///< (G) the scores in the initial order (as T: float or double)
+  std::vector<double> okey_tmp_store;  ///< (G) the scores after the first scatter
+  std::vector<uint32_t> h1, h2;      ///< histograms of the two scatters
   std::vector<double> pair_store;    ///< (2 min(G, kSortPairsMax)) (score, id) pairs of a bucket being sorted
   std::vector<uint32_t> ckey;        ///< coarse keys, then radix scratch of big buckets
   std::vector<uint32_t> tmp_keys;    ///< radix scratch
@@ -108,7 +115,8 @@ struct FullDepthScratch {
   std::vector<int32_t> voters;       ///< (K_q')
 
   FullDepthScratch(const RerankArgs& a, int64_t kq_) : G(a.G), kq(kq_) {
-    nb = int64_t(1) << detail::full_bucket_bits(G);
+    bits = detail::full_bucket_bits(G);
+    nb = int64_t(1) << bits;
     const int64_t per_iter = kq * a.K_g;  // < 2^55
     vcap = std::min(G, per_iter);
     tcap = (a.iters > 0 && per_iter > G / a.iters) ? G : std::max<int64_t>(1, a.iters * per_iter);
@@ -117,6 +125,9 @@ struct FullDepthScratch {
     tidx.assign(G, -1);
     init_order.resize(G);
     okey_store.resize(G);
+    okey_tmp_store.resize(G);
+    h1.resize((int64_t(1) << kLowBits) + 2);
+    h2.resize((int64_t(1) << kLowBits) + 2);
     pair_store.resize(2 * std::min<int64_t>(G, kSortPairsMax));
     ckey.resize(G);
     tmp_keys.resize(G);
@@ -239,34 +250,75 @@ class FullDepthQuery {
     uint32_t* bstart = w_.bstart.data();
     int32_t* order = w_.init_order.data();
     T* okey = okey_;
-    std::memset(bstart, 0, (nbq + 1) * sizeof(uint32_t));
-    if (nbq == 1) {
+    if (nbq == 1) {  // one bucket: the exact sort of everything
       for (int64_t j = 0; j < G_; ++j) {
         order[j] = static_cast<int32_t>(j);
         okey[j] = static_cast<T>(sign_ * s_[j]);
       }
-    } else {
-      uint32_t* ckey = w_.ckey.data();
-      for (int64_t j = 0; j < G_; ++j) {
-        const uint32_t b = bucket_of(x(static_cast<int32_t>(j)));
-        ckey[j] = b;
-        ++bstart[b + 1];
+      bstart[0] = 0;
+      bstart[1] = static_cast<uint32_t>(G_);
+      sort_bucket(0, G_);
+      return;
+    }
+    // Two cache-friendly scatters instead of one 2^B-way scatter: by the high bits of the bucket into blocks,
+    // then inside each block (in cache) by the low bits, each item inserted into its bucket's sorted prefix
+    // (buckets up to kInsertMax items; larger ones are sorted afterwards).
+    const int low = w_.bits < kLowBits ? w_.bits : kLowBits;
+    const uint32_t low_mask = (1u << low) - 1u;
+    const int64_t n1 = nbq >> low;
+    uint32_t* h1 = w_.h1.data();
+    uint32_t* h2 = w_.h2.data();
+    uint32_t* ckey = w_.ckey.data();
+    std::memset(h1, 0, (n1 + 1) * sizeof(uint32_t));
+    for (int64_t j = 0; j < G_; ++j) {
+      const uint32_t c = bucket_of(x(static_cast<int32_t>(j)));
+      ckey[j] = c;
+      ++h1[(c >> low) + 1];
+    }
+    for (int64_t h = 0; h < n1; ++h) h1[h + 1] += h1[h];
+    uint32_t* fill = w_.bfill.data();
+    for (int64_t h = 0; h < n1; ++h) fill[h] = h1[h];
+    uint32_t* tc = w_.tmp_keys.data();
+    int32_t* tid = w_.tmp_ids.data();
+    T* tkey = reinterpret_cast<T*>(w_.okey_tmp_store.data());
+    for (int64_t j = 0; j < G_; ++j) {  // ids stay ascending inside each block
+      const uint32_t c = ckey[j];
+      const uint32_t d = fill[c >> low]++;
+      tc[d] = c;
+      tid[d] = static_cast<int32_t>(j);
+      tkey[d] = static_cast<T>(sign_ * s_[j]);
+    }
+    const int64_t n2 = int64_t(1) << low;
+    for (int64_t h = 0; h < n1; ++h) {
+      const int64_t s0 = h1[h], e0 = h1[h + 1];
+      std::memset(h2, 0, (n2 + 1) * sizeof(uint32_t));
+      for (int64_t i = s0; i < e0; ++i) ++h2[(tc[i] & low_mask) + 1];
+      uint32_t* bs = bstart + (h << low);
+      for (int64_t l = 0; l < n2; ++l) {
+        bs[l] = static_cast<uint32_t>(s0) + h2[l];
+        h2[l + 1] += h2[l];
+        fill[l] = bs[l];
       }
-      uint32_t* fill = w_.bfill.data();
-      for (int64_t b = 0; b < nbq; ++b) {
-        bstart[b + 1] += bstart[b];
-        fill[b] = bstart[b];
-      }
-      for (int64_t j = 0; j < G_; ++j) {  // ids ascending inside each bucket
-        const uint32_t d = fill[ckey[j]]++;
-        order[d] = static_cast<int32_t>(j);
-        okey[d] = static_cast<T>(sign_ * s_[j]);
+      for (int64_t i = s0; i < e0; ++i) {
+        const uint32_t l = tc[i] & low_mask;
+        const int64_t lo = bs[l];
+        int64_t d = fill[l]++;
+        const T v = tkey[i];
+        const int32_t id = tid[i];
+        if (h2[l + 1] - h2[l] <= kInsertMax) {  // stable insertion: an equal key stays after
+          for (; d > lo && okey[d - 1] < v; --d) {
+            okey[d] = okey[d - 1];
+            order[d] = order[d - 1];
+          }
+        }
+        okey[d] = v;
+        order[d] = id;
       }
     }
     bstart[nbq] = static_cast<uint32_t>(G_);
     for (int64_t b = 0; b < nbq; ++b) {
-      const int64_t lo = bstart[b], hi = bstart[b + 1];
-      if (hi - lo > 1) sort_bucket(lo, hi - lo);
+      const int64_t n = bstart[b + 1] - bstart[b];
+      if (n > kInsertMax) sort_bucket(bstart[b], n);
     }
   }
 
