@@ -63,8 +63,8 @@ inline int full_bucket_bits(int64_t G) {
 
 /// Buckets up to this size are put in order by a comparison sort of (score, id) pairs; larger ones by a radix sort.
 constexpr int64_t kSortPairsMax = 4096;
-/// Buckets up to this size are put in order while they are filled (insertion).
-constexpr uint32_t kInsertMax = 32;
+/// Buckets up to this size are put in order only when read (counts inside them are branch-free scans).
+constexpr int64_t kLazyMax = 32;
 /// Bits of the bucket index that the second (in-cache) scatter of the bucket pass resolves.
 constexpr int kLowBits = 10;
 
@@ -74,6 +74,7 @@ struct FullVoted {
   int32_t old;     ///< position before the iteration
   int32_t id;      ///< gallery id
   int32_t rank;    ///< initial rank when untouched before this iteration, else -1
+  int32_t ti;      ///< index in the touched list when touched before this iteration, else -1
   int32_t newpos;  ///< position after the iteration
 };
 
@@ -96,6 +97,7 @@ struct FullDepthScratch {
   // buckets
   std::vector<uint32_t> bstart;      ///< (nb + 1) first initial rank of each bucket
   std::vector<uint32_t> bfill;       ///< (nb) scatter cursors
+  std::vector<uint8_t> bsorted;      ///< (nb) bucket in exact order
   // touched set, sorted by current position (t_*) and by initial rank (r_*); n_* / r2_*: rebuild buffers
   std::vector<int32_t> t_pos, t_id, n_pos, n_id;
   std::vector<double> t_key, n_key;  ///< "paper": accumulated key
@@ -134,6 +136,7 @@ struct FullDepthScratch {
     tmp_ids.resize(G);
     bstart.resize(nb + 1);
     bfill.resize(nb);
+    bsorted.resize(nb);
     for (auto* v : {&t_pos, &t_id, &n_pos, &n_id, &r_rank, &r2_rank}) v->resize(tcap);
     for (auto* v : {&t_key, &n_key, &r_x, &r2_x}) v->resize(tcap);
     t_voted.assign(tcap, 0);
@@ -214,21 +217,84 @@ class FullDepthQuery {
     return c < top_ ? static_cast<uint32_t>(c) : static_cast<uint32_t>(top_);
   }
 
-  /// Initial rank of an item: its place inside its bucket, whose items are in (score desc, id asc) order.
+  double x(int32_t id) const { return static_cast<double>(static_cast<T>(sign_ * s_[id])); }
+
+  /// Initial rank of an item: its bucket's start plus the items of the bucket before it in (score desc, id asc)
+  /// order (a branch-free count: the bucket need not be in order).
   int32_t initial_rank(int32_t id) const {
     const T v = static_cast<T>(sign_ * s_[id]);
     const uint32_t b = bucket_of(static_cast<double>(v));
     const int32_t* order = w_.init_order.data();
-    int64_t lo = w_.bstart[b], hi = w_.bstart[b + 1];
-    while (lo < hi) {
-      const int64_t mid = (lo + hi) / 2;
-      if (okey_[mid] > v || (okey_[mid] == v && order[mid] < id)) lo = mid + 1;
-      else hi = mid;
+    const int64_t lo = w_.bstart[b], hi = w_.bstart[b + 1];
+    if (w_.bsorted[b]) {
+      int64_t l = lo, h = hi;
+      while (l < h) {
+        const int64_t mid = (l + h) / 2;
+        if (okey_[mid] > v || (okey_[mid] == v && order[mid] < id)) l = mid + 1;
+        else h = mid;
+      }
+      return static_cast<int32_t>(l);
     }
-    return static_cast<int32_t>(lo);
+    int64_t before = 0;
+    for (int64_t i = lo; i < hi; ++i) before += (okey_[i] > v) | ((okey_[i] == v) & (order[i] < id));
+    return static_cast<int32_t>(lo + before);
   }
 
-  double x(int32_t id) const { return static_cast<double>(static_cast<T>(sign_ * s_[id])); }
+  /// #{items : score > v} and #{items : score >= v} (v <= the largest score): the counts of the buckets before
+  /// v's bucket plus a count inside it.
+  void count_initial(double v, int64_t& gt, int64_t& ge) const {
+    const uint32_t b = bucket_of(v);
+    const int64_t lo = w_.bstart[b], hi = w_.bstart[b + 1];
+    if (w_.bsorted[b]) {
+      const T* k = okey_;
+      gt = std::partition_point(k + lo, k + hi, [v](T key) { return static_cast<double>(key) > v; }) - k;
+      ge = std::partition_point(k + gt, k + hi, [v](T key) { return static_cast<double>(key) >= v; }) - k;
+      return;
+    }
+    int64_t n_gt = 0, n_ge = 0;
+    for (int64_t i = lo; i < hi; ++i) {
+      const double key = static_cast<double>(okey_[i]);
+      n_gt += key > v;
+      n_ge += key >= v;
+    }
+    gt = lo + n_gt;
+    ge = lo + n_ge;
+  }
+
+  /// Put bucket b in exact order (once per query).
+  void ensure_sorted(int64_t b) {
+    if (w_.bsorted[b]) return;
+    w_.bsorted[b] = 1;
+    const int64_t lo = w_.bstart[b], n = w_.bstart[b + 1] - lo;
+    if (n > 1) sort_bucket(lo, n);
+  }
+
+  /// A forward cursor over initial ranks: at(r) for non-decreasing r returns okey_ index r with r's bucket in
+  /// exact order.
+  struct RankCursor {
+    FullDepthQuery* qy;
+    int64_t b = 0;
+    void seek(int64_t r) {
+      const uint32_t* bs = qy->w_.bstart.data();
+      if (bs[b + 1] <= r) {  // gallop forward to the bucket holding r
+        int64_t lo = b + 1, step = 1, hi = b + 1;
+        while (hi < qy->nbq_ && bs[hi + 1] <= r) {
+          lo = hi + 1;
+          hi = lo + step;
+          step *= 2;
+        }
+        if (hi > qy->nbq_ - 1) hi = qy->nbq_ - 1;
+        // the first bucket in [lo, hi] whose end exceeds r
+        while (lo < hi) {
+          const int64_t mid = (lo + hi) / 2;
+          if (bs[mid + 1] <= r) lo = mid + 1;
+          else hi = mid;
+        }
+        b = lo;
+      }
+      qy->ensure_sorted(b);
+    }
+  };
 
   // ---- step 1: the initial order by one bucket pass ----
   void initial_order() {
@@ -250,6 +316,7 @@ class FullDepthQuery {
     uint32_t* bstart = w_.bstart.data();
     int32_t* order = w_.init_order.data();
     T* okey = okey_;
+    std::memset(w_.bsorted.data(), 0, nbq);
     if (nbq == 1) {  // one bucket: the exact sort of everything
       for (int64_t j = 0; j < G_; ++j) {
         order[j] = static_cast<int32_t>(j);
@@ -257,12 +324,12 @@ class FullDepthQuery {
       }
       bstart[0] = 0;
       bstart[1] = static_cast<uint32_t>(G_);
-      sort_bucket(0, G_);
+      ensure_sorted(0);
       return;
     }
     // Two cache-friendly scatters instead of one 2^B-way scatter: by the high bits of the bucket into blocks,
-    // then inside each block (in cache) by the low bits, each item inserted into its bucket's sorted prefix
-    // (buckets up to kInsertMax items; larger ones are sorted afterwards).
+    // then inside each block (in cache) by the low bits. Ids stay ascending inside each bucket; buckets of more
+    // than kLazyMax items are put in order now, the others when something reads their order.
     const int low = w_.bits < kLowBits ? w_.bits : kLowBits;
     const uint32_t low_mask = (1u << low) - 1u;
     const int64_t n1 = nbq >> low;
@@ -300,25 +367,15 @@ class FullDepthQuery {
         fill[l] = bs[l];
       }
       for (int64_t i = s0; i < e0; ++i) {
-        const uint32_t l = tc[i] & low_mask;
-        const int64_t lo = bs[l];
-        int64_t d = fill[l]++;
-        const T v = tkey[i];
-        const int32_t id = tid[i];
-        if (h2[l + 1] - h2[l] <= kInsertMax) {  // stable insertion: an equal key stays after
-          for (; d > lo && okey[d - 1] < v; --d) {
-            okey[d] = okey[d - 1];
-            order[d] = order[d - 1];
-          }
-        }
-        okey[d] = v;
-        order[d] = id;
+        const uint32_t d = fill[tc[i] & low_mask]++;
+        okey[d] = tkey[i];
+        order[d] = tid[i];
       }
     }
     bstart[nbq] = static_cast<uint32_t>(G_);
     for (int64_t b = 0; b < nbq; ++b) {
       const int64_t n = bstart[b + 1] - bstart[b];
-      if (n > kInsertMax) sort_bucket(bstart[b], n);
+      if (n > kLazyMax) ensure_sorted(b);
     }
   }
 
@@ -366,6 +423,7 @@ class FullDepthQuery {
   void walk(int64_t m, Emit&& emit) {
     int64_t ti = 0, r = 0;
     const int32_t* order = w_.init_order.data();
+    RankCursor cur{this};
     for (int64_t p = 0; p < m; ++p) {
       if (ti < M_ && w_.t_pos[ti] == p) {
         emit(p, w_.t_id[ti], ti);
@@ -373,8 +431,10 @@ class FullDepthQuery {
         continue;
       }
       int32_t id;
-      do id = order[r++];
-      while (w_.tidx[id] >= 0);
+      do {
+        cur.seek(r);
+        id = order[r++];
+      } while (w_.tidx[id] >= 0);
       emit(p, id, int64_t(-1));
     }
   }
@@ -410,28 +470,23 @@ class FullDepthQuery {
         V += (v != 0);
       }
     }
-    // 2b. position and key of every voted item. Touched: from the touched list. Untouched (initial rank r, in
-    //     rank order): u = r - #{touched ranks < r} untouched items precede it, so it sits at the u-th position
-    //     the touched items leave free: p = u + #{i : t_pos[i] - i <= u}; both counts by sweeps.
+    // 2b. position of every voted item. Touched: from the touched list. Untouched (initial rank r, in rank
+    //     order): u = r - #{touched ranks < r} untouched items precede it, so it sits at the u-th position the
+    //     touched items leave free: p = u + #{i : t_pos[i] - i <= u}; both counts by forward sweeps.
     int64_t nf = 0;
-    double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();  // range of the voted keys
     for (int64_t x_ = 0; x_ < V; ++x_) {
       FullVoted& e = w.voted[x_];
       const int32_t ti = w.tidx[e.id];
       const Acc v = w.vvotes[x_];
-      const double delta = vote_delta(vote_count(v), vote_rank_sum(v), G_, kq);
+      e.key = vote_delta(vote_count(v), vote_rank_sum(v), G_, kq);  // the key once the base is known
+      e.ti = ti;
       if (ti >= 0) {
-        const int64_t p = w.t_pos[ti];
         w.t_voted[ti] = static_cast<int32_t>(x_ + 1);
         e.rank = -1;
-        e.old = static_cast<int32_t>(p);
-        e.key = vote_key(a_.paper ? w.t_key[ti] : static_cast<double>(okey[p]), a_.beta, delta);
-        kmin = e.key < kmin ? e.key : kmin;
-        kmax = e.key > kmax ? e.key : kmax;
+        e.old = w.t_pos[ti];
       } else {
         const int32_t r = initial_rank(e.id);
         e.rank = r;
-        e.key = delta;  // the key once the position is known
         w.fresh_key[nf] = static_cast<uint32_t>(r);
         w.fresh_idx[nf] = static_cast<int32_t>(x_);
         ++nf;
@@ -448,15 +503,12 @@ class FullDepthQuery {
         ir = gallop(rr, ir, M_, [r](int32_t v) { return v < r; });
         const int64_t u = r - ir;
         it = gallop_free(tp, it, u);
-        const int64_t p = u + it;
-        e.old = static_cast<int32_t>(p);
-        e.key = vote_key(static_cast<double>(a_.paper ? okey[r] : okey[p]), a_.beta, e.key);
-        kmin = e.key < kmin ? e.key : kmin;
-        kmax = e.key > kmax ? e.key : kmax;
+        e.old = static_cast<int32_t>(u + it);
       }
     }
     // 2c. the voted items in old-position order (touched ones in list order merged with the fresh ones in rank
-    //     order), then the stable radix sort by key, descending: (key desc, position asc).
+    //     order); their keys (base + beta delta; "reference" base v_p read with a forward cursor); then the
+    //     stable radix sort by key, descending: (key desc, position asc).
     {
       int64_t i = 0, f = 0, o = 0;
       for (; i < M_; ++i) {
@@ -468,28 +520,42 @@ class FullDepthQuery {
       }
       for (; f < nf; ++f, ++o) w.pord[o] = w.fresh_idx[f];
     }
-    for (int64_t x_ = 0; x_ < V; ++x_) w.vold[x_] = w.voted[w.pord[x_]].old;
+    double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();  // range of the voted keys
+    RankCursor cur{this};
+    for (int64_t x_ = 0; x_ < V; ++x_) {
+      FullVoted& e = w.voted[w.pord[x_]];
+      w.vold[x_] = e.old;
+      double base;
+      if (a_.paper) {
+        base = e.ti >= 0 ? w.t_key[e.ti] : x(e.id);
+      } else {
+        cur.seek(e.old);
+        base = static_cast<double>(okey[e.old]);
+      }
+      e.key = vote_key(base, a_.beta, e.key);
+      kmin = e.key < kmin ? e.key : kmin;
+      kmax = e.key > kmax ? e.key : kmax;
+    }
     {
       const FullVoted* vd = w.voted.data();
       sort_desc_by_double(w.pord.data(), V, w.sort_coarse.data(), w.sort_tmp.data(), w.sort_tmp_idx.data(),
                           [vd](int32_t i) { return vd[i].key; }, kmin, kmax);
       for (int64_t x_ = 0; x_ < V; ++x_) w.voted2[x_] = vd[w.pord[x_]];
-      w.voted.swap(w.voted2);
+      w.voted.swap(w.voted2);  // voted2: the unsorted list, read by 2f through fresh_idx
     }
     // 2d. new positions of the voted items. Along the sorted voted list lo, hi and P* never decrease, so every
     //     count is a forward sweep.
     const int32_t* vold = w.vold.data();
     changed = false;
     int64_t n_in = 0;
-    int64_t gt_i = 0, ge_i = 0, gt_t = 0, ge_t = 0, gt_r = 0, ge_r = 0, nv = 0;
+    int64_t gt_t = 0, ge_t = 0, gt_r = 0, ge_r = 0, nv = 0;
     const double* tk = w.t_key.data();
     const double* rx = w.r_x.data();
     for (int64_t x_ = 0; x_ < V; ++x_) {
       FullVoted& e = w.voted[x_];
       const double k = e.key;
-      gt_i = gallop(okey, gt_i, G_, [k](T v) { return static_cast<double>(v) > k; });
-      ge_i = gallop(okey, std::max(ge_i, gt_i), G_, [k](T v) { return static_cast<double>(v) >= k; });
-      int64_t lo = gt_i, hi = ge_i;
+      int64_t lo = 0, hi = 0;
+      if (k <= kmax_) count_initial(k, lo, hi);
       if (a_.paper) {  // keys of the positions: touched items' keys and untouched items' scores
         gt_t = gallop(tk, gt_t, M_, [k](double v) { return v > k; });
         ge_t = gallop(tk, std::max(ge_t, gt_t), M_, [k](double v) { return v >= k; });
@@ -539,7 +605,7 @@ class FullDepthQuery {
       const bool take_old = f >= nf || (i < M_ && w.r_rank[i] < static_cast<int32_t>(w.fresh_key[f]));
       const int32_t r = take_old ? w.r_rank[i] : static_cast<int32_t>(w.fresh_key[f]);
       w.r2_rank[o] = r;
-      w.r2_x[o] = take_old ? w.r_x[i] : static_cast<double>(okey[r]);
+      w.r2_x[o] = take_old ? w.r_x[i] : x(w.voted2[w.fresh_idx[f]].id);
       i += take_old;
       f += !take_old;
       ++o;
@@ -585,6 +651,7 @@ class FullDepthQuery {
     // "reference": the key of the last iteration, v at the item's position before it (+ its boost when voted)
     int64_t xv = 0, vo = 0, qn = 0;
     const int64_t V = ran ? V_ : 0;
+    RankCursor cur{this};
     walk(a_.k, [&](int64_t p, int32_t id, int64_t) {
       oi[p] = id;
       double key;
@@ -595,6 +662,7 @@ class FullDepthQuery {
           ++qn;
           ++vo;
         }
+        cur.seek(qn);
         key = static_cast<double>(okey_[qn++]);
       }
       ov[p] = static_cast<float>(sign * key);
