@@ -5,23 +5,28 @@
 // Bench: benchmarks/bench_icfrr_full_depth.py
 //
 // Per query:
-//   1. one O(G) bucket pass: coarse key c(x) = trunc((x_max - x) * (2^B - 1) / (x_max - x_min)) of every score x
-//      (monotone: x > y => c(x) <= c(y)), a histogram, and a scatter of the ids into their buckets in id order.
-//      The exact order inside a bucket (x descending, ties -> smaller id, the order of sort_desc_by_double) is made
-//      lazily, for the buckets something reads: the top of the list, the voted items' ranks, the slot values v_p.
-//   2. per iteration, O(K_q' K_g + touched + voted log): untouched items keep their initial relative order (they
-//      never had a key other than their initial one: "reference" v_p of their position, monotone in position;
-//      "paper" their score), so they fill, in initial order, the positions the touched items leave free.
-//      With f(q) the key of the item at position q before the iteration (non-increasing in q), a voted item b
-//      (position p_b, new key k_b) is preceded, in the stable sort, by the voted items before it in (key desc,
-//      position asc) order and by the unvoted positions q < P* = max(lo, min(p_b, hi)), where
-//      lo = #{q : f(q) > k_b}, hi = #{q : f(q) >= k_b}: counts read from the buckets (and, for "paper", from the
-//      touched items' keys). An unvoted touched item with unvoted index m lands at m + #{voted b : A(b) <= m},
-//      A(b) = the unvoted items before b.
+//   1. one O(G) bucket pass, not a comparison sort: the min/max of the scores, a coarse key
+//      c(x) = trunc((x_max - x) * (2^B - 1) / (x_max - x_min)) per score (monotone: x > y => c(x) <= c(y)), and
+//      two cache-friendly scatters (high bits of c into blocks, then low bits inside each block) that leave the
+//      ids, ascending, in their buckets (2^B ~ G / 2 buckets). The exact order inside a bucket (score descending,
+//      ties -> smaller id: the order of sort_desc_by_double) is made only when something reads it: the top of
+//      the list, the slot values v_p. Counts inside an unordered bucket (an item's initial rank, #{scores > k})
+//      are branch-free scans of its few items; buckets of more than kLazyMax items are ordered at once.
+//   2. per iteration, O(K_q' K_g + touched + voted log voted): untouched items keep their initial relative order
+//      (their key never changed: "reference" v_p of their position, monotone in position; "paper" their score),
+//      so they fill, in initial order, the positions the touched items leave free: an untouched item of initial
+//      rank r sits at p = u + #{i : t_pos[i] - i <= u}, u = r - #{touched ranks < r}. With f(q) the key of the
+//      item at position q before the iteration (non-increasing in q), a voted item b (position p_b, new key k_b)
+//      is preceded in the stable sort by the voted items before it in (key desc, position asc) order and by the
+//      A(b) = P* - #{voted positions < P*} unvoted ones, P* = max(lo, min(p_b, hi)), lo = #{q : f(q) > k_b},
+//      hi = #{q : f(q) >= k_b} (ties keep the current order): lo and hi come from the buckets ("paper" adds the
+//      touched items' keys and removes their initial scores). An unvoted touched item with unvoted index m lands
+//      at m + #{voted b : A(b) <= m}. Along the sorted voted list lo, hi, P* and A never decrease, and the voted
+//      items are visited in rank or position order where it matters, so every count is a forward sweep.
 //   3. the stop rules of the merge kernel: "reference" stops at the fixed point (nothing moved); early_stop when
 //      no item entered the first K_q' positions.
-// Memory per worker: about G (sizeof(Acc) + 24) bytes + 9 bytes per bucket + O(min(G, T K_q' K_g)) for the
-// touched set.
+// Memory per worker: about G (sizeof(Acc) + 40) bytes + 9 bytes per bucket + O(min(G, T K_q' K_g))
+// for the touched set, allocated before the parallel region.
 #pragma once
 #include <algorithm>
 #include <atomic>
