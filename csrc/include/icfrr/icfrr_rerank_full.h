@@ -70,6 +70,8 @@ inline int full_bucket_bits(int64_t G) {
 constexpr int64_t kSortPairsMax = 4096;
 /// Buckets up to this size are put in order only when read (counts inside them are branch-free scans).
 constexpr int64_t kLazyMax = 32;
+/// Items ahead that the per-voted-item loops prefetch.
+constexpr int64_t kAhead = 8;
 /// Bits of the bucket index that the second (in-cache) scatter of the bucket pass resolves.
 constexpr int kLowBits = 10;
 
@@ -274,11 +276,29 @@ class FullDepthQuery {
     if (n > 1) sort_bucket(lo, n);
   }
 
-  /// A forward cursor over initial ranks: at(r) for non-decreasing r returns okey_ index r with r's bucket in
-  /// exact order.
+  /// v_r of a bucket that may be unordered: the score with #{scores > v} <= r - start < #{scores >= v} among the
+  /// bucket's items (branch-free counts; the buckets left unordered hold at most kLazyMax items).
+  T value_at_rank(int64_t b, int64_t r) const {
+    const int64_t lo = w_.bstart[b], hi = w_.bstart[b + 1], t = r - lo;
+    if (w_.bsorted[b]) return okey_[r];
+    const T* k = okey_;
+    for (int64_t i = lo; i < hi; ++i) {
+      int64_t gt = 0, ge = 0;
+      for (int64_t j = lo; j < hi; ++j) {
+        gt += k[j] > k[i];
+        ge += k[j] >= k[i];
+      }
+      if (gt <= t && t < ge) return k[i];
+    }
+    return okey_[r];  // not reached: some score of the bucket has rank r
+  }
+
+  /// A forward cursor over initial ranks: seek(r) for non-decreasing r finds the bucket holding rank r and, when
+  /// ORDER, puts it in exact order.
   struct RankCursor {
     FullDepthQuery* qy;
     int64_t b = 0;
+    template <bool ORDER = true>
     void seek(int64_t r) {
       const uint32_t* bs = qy->w_.bstart.data();
       if (bs[b + 1] <= r) {  // gallop forward to the bucket holding r
@@ -297,7 +317,7 @@ class FullDepthQuery {
         }
         b = lo;
       }
-      qy->ensure_sorted(b);
+      if (ORDER) qy->ensure_sorted(b);
     }
   };
 
@@ -480,6 +500,11 @@ class FullDepthQuery {
     //     touched items leave free: p = u + #{i : t_pos[i] - i <= u}; both counts by forward sweeps.
     int64_t nf = 0;
     for (int64_t x_ = 0; x_ < V; ++x_) {
+      if (x_ + kAhead < V) {
+        const int32_t later = w.voted[x_ + kAhead].id;
+        __builtin_prefetch(&w.tidx[later]);
+        __builtin_prefetch(&s_[later]);
+      }
       FullVoted& e = w.voted[x_];
       const int32_t ti = w.tidx[e.id];
       const Acc v = w.vvotes[x_];
@@ -528,14 +553,20 @@ class FullDepthQuery {
     double kmin = __builtin_huge_val(), kmax = -__builtin_huge_val();  // range of the voted keys
     RankCursor cur{this};
     for (int64_t x_ = 0; x_ < V; ++x_) {
+      if (x_ + kAhead < V) {
+        const FullVoted& later = w.voted[w.pord[x_ + kAhead]];
+        __builtin_prefetch(&later);
+        if (x_ + 2 * kAhead < V) __builtin_prefetch(&w.voted[w.pord[x_ + 2 * kAhead]]);
+        __builtin_prefetch(a_.paper ? static_cast<const void*>(&s_[later.id]) : static_cast<const void*>(&okey_[later.old]));
+      }
       FullVoted& e = w.voted[w.pord[x_]];
       w.vold[x_] = e.old;
       double base;
       if (a_.paper) {
         base = e.ti >= 0 ? w.t_key[e.ti] : x(e.id);
       } else {
-        cur.seek(e.old);
-        base = static_cast<double>(okey[e.old]);
+        cur.seek<false>(e.old);
+        base = static_cast<double>(value_at_rank(cur.b, e.old));
       }
       e.key = vote_key(base, a_.beta, e.key);
       kmin = e.key < kmin ? e.key : kmin;
@@ -557,6 +588,10 @@ class FullDepthQuery {
     const double* tk = w.t_key.data();
     const double* rx = w.r_x.data();
     for (int64_t x_ = 0; x_ < V; ++x_) {
+      if (x_ + 2 * kAhead < V && w.voted[x_ + 2 * kAhead].key <= kmax_)  // two stages: bucket start, its scores
+        __builtin_prefetch(&w.bstart[bucket_of(w.voted[x_ + 2 * kAhead].key)]);
+      if (x_ + kAhead < V && w.voted[x_ + kAhead].key <= kmax_)
+        __builtin_prefetch(&okey_[w.bstart[bucket_of(w.voted[x_ + kAhead].key)]]);
       FullVoted& e = w.voted[x_];
       const double k = e.key;
       int64_t lo = 0, hi = 0;
