@@ -137,7 +137,7 @@ def test_voted_items_move_from_deep_in_the_list(semantics):
 
 @pytest.mark.parametrize("semantics", ["reference", "paper"])
 def test_float32_scores_and_default_dispatch(semantics):
-    """float32 scores at a size where the default picks the touched-set algorithm (K_q' K_g <= G / 4)."""
+    """float32 scores at a size where the default picks the touched-set algorithm (K_q' K_g <= G / 20)."""
     gen = torch.Generator().manual_seed(3)
     G, K = 5000, 4
     scores = torch.randn(3, G, generator=gen)
