@@ -8,6 +8,7 @@
 #include "icfrr/dense_topk.h"
 #include "icfrr/icfrr_candidates.h"
 #include "icfrr/icfrr_rerank.h"
+#include "icfrr/icfrr_rerank_full.h"
 #include "icfrr/knn_topk.h"
 #include "icfrr/simd.h"
 #ifdef ICFRR_WITH_CUDA
@@ -182,6 +183,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_simd_enabled", &icfrr::set_simd_enabled, py::arg("enabled"),
         "Allow (True) or forbid (False) the vectorised CPU paths; results are identical either way.");
   m.def("simd_enabled", []() { return icfrr::simd_enabled_flag().load(); });
+  m.def("set_full_depth_path", &icfrr::set_full_depth_path, py::arg("path"),
+        "Full-depth icfrr_rerank on CPU: 0 = chosen by size, 1 = touched-set algorithm, 2 = merge kernel; results "
+        "are identical either way.");
+  m.def("full_depth_path", []() { return icfrr::full_depth_path_flag().load(); });
   m.def("cpu_has_avx2", []() {
 #if defined(__x86_64__)
     return static_cast<bool>(__builtin_cpu_supports("avx2"));
