@@ -681,12 +681,16 @@ class FullDepthQuery {
   // ---- output: indices and final keys of the first k positions ----
   void write_output(bool ran) {
     const double sign = a_.largest ? 1.0 : -1.0;
-    float* ov = a_.out_values + q_ * a_.k;
+    // values in the scores' dtype (float32, or float64 when values_is_double)
+    auto put = [this](int64_t p, double v) {
+      if (a_.values_is_double) static_cast<double*>(a_.out_values)[q_ * a_.k + p] = v;
+      else static_cast<float*>(a_.out_values)[q_ * a_.k + p] = static_cast<float>(v);
+    };
     int64_t* oi = a_.out_indices + q_ * a_.k;
     if (a_.paper) {  // the accumulated key of each item
       walk(a_.k, [&](int64_t p, int32_t id, int64_t ti) {
         oi[p] = id;
-        ov[p] = static_cast<float>(sign * (ti >= 0 ? w_.t_key[ti] : x(id)));
+        put(p, sign * (ti >= 0 ? w_.t_key[ti] : x(id)));
       });
       return;
     }
@@ -707,7 +711,7 @@ class FullDepthQuery {
         cur.seek(qn);
         key = static_cast<double>(okey_[qn++]);
       }
-      ov[p] = static_cast<float>(sign * key);
+      put(p, sign * key);
     });
   }
 };
