@@ -178,3 +178,9 @@ def test_property_touched_equals_merge(G, K, k_q, iters, values, seed, paper, ea
     nb = _random_graph(G, K, gen)
     kw = dict(k_q=k_q, beta=0.5, iters=iters, semantics="paper" if paper else "reference", early_stop=early_stop)
     _assert_same(_run(TOUCHED, scores, nb, **kw), _run(MERGE, scores, nb, **kw))
+
+
+def test_empty_query_batch():
+    nb = torch.randint(0, 5000, (5000, 3), dtype=torch.int32)
+    v, i, h = _run(TOUCHED, torch.empty(0, 5000), nb, k_q=4, beta=0.5, iters=2, k=7)
+    assert v.shape == (0, 7) and i.shape == (0, 7) and h.shape == (0, 3, 7)

@@ -33,9 +33,10 @@ bool run(const RerankArgs& a, InterruptPoll poll) {
 /// Full depth, touched-set algorithm: every worker's scratch (O(G) each) is allocated before the parallel region.
 template <typename T, typename Acc>
 bool run_full(const RerankArgs& a, InterruptPoll poll) {
+  if (a.Q < 1) return true;
   const int64_t kq = a.k_q < a.depth ? a.k_q : a.depth;
   const int nt = a.num_threads < 1 ? 1 : a.num_threads;
-  const int workers = static_cast<int>(a.Q < nt ? (a.Q < 1 ? 1 : a.Q) : nt);
+  const int workers = static_cast<int>(a.Q < nt ? a.Q : nt);
   std::vector<std::unique_ptr<FullDepthScratch<Acc>>> scratch;
   for (int t = 0; t < workers; ++t) scratch.emplace_back(new FullDepthScratch<Acc>(a, kq));
   const double cost = static_cast<double>(a.G) + static_cast<double>(a.iters) * kq * a.K_g;
