@@ -27,7 +27,8 @@ from torch import Tensor
 
 from .. import _io
 
-__all__ = ["EfficientNetLite0", "FeatureCache", "default_cache_dir", "load_efficientnet_lite0", "PREPROCESS_VERSION"]
+__all__ = ["EfficientNetLite0", "FeatureCache", "default_cache_dir", "load_efficientnet_lite0", "checkpoint_input_size",
+           "PREPROCESS_VERSION"]
 
 #: bump when the preprocessing or pooling changes (invalidates cached features)
 PREPROCESS_VERSION = "avgpool-l2/imagenet-norm/bilinear-aa/1"
@@ -61,6 +62,11 @@ def array_fingerprint(images: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _is_training_checkpoint(path: Path) -> bool:
+    obj = _io.load_tensor_file(path)
+    return isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "config" in obj
+
+
 def _lite0_state(path: Path) -> dict:
     """The EfficientNet-Lite0 state dict in ``path``: a plain state dict, or a training checkpoint of
     ``icfrr_fast.training`` (``{"model": {"backbone.net.<name>": tensor, ...}}``), whose backbone is taken."""
@@ -72,6 +78,14 @@ def _lite0_state(path: Path) -> dict:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict or a training checkpoint; got {type(state).__name__}")
     return state
+
+
+def checkpoint_input_size(path: Union[str, Path], default: int = 128) -> int:
+    """The input side a training checkpoint of ``icfrr_fast.training`` was trained at (``model.img_size`` of its
+    configuration), else ``default``."""
+    ck = _io.load_tensor_file(path)
+    size = ((ck.get("config") or {}).get("model") or {}).get("img_size") if isinstance(ck, dict) else None
+    return int(size) if size else default
 
 
 def load_efficientnet_lite0(weights: Optional[Union[str, Path]] = None, *, cls=None, pretrained: bool = True,
@@ -148,6 +162,8 @@ class EfficientNetLite0:
             if v < lo:
                 raise ValueError(f"{arg} must be >= {lo}; got {v}")
         model, self.weights_path = load_efficientnet_lite0(weights)
+        #: True when the weights came from a training checkpoint (fine-tuned), not a plain state dict
+        self.fine_tuned = weights is not None and _is_training_checkpoint(self.weights_path)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.input_size = input_size
