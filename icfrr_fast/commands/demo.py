@@ -76,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.checkpoint.is_file():
             print(f"icfrr-fast demo: --checkpoint: no such file: {args.checkpoint}", file=sys.stderr)
             return 2
-        input_size = input_size or checkpoint_input_size(args.checkpoint)
+        if input_size is None:
+            input_size = checkpoint_input_size(args.checkpoint)
     config = DemoConfig(
         k_g=args.k_g, k_q=args.k_q, beta=args.beta, iters=args.iters, queries=args.queries, gallery=args.gallery,
-        split=split, level=args.level, input_size=input_size or 128,
+        split=split, level=args.level, input_size=128 if input_size is None else input_size,
         cache_dir=None if args.no_cache else str(args.cache_dir), clusters=args.clusters, subspaces=args.subspaces,
         fusion=args.fusion, report_queries=args.report_queries, timing_repeats=args.repeats,
         timing_queries=args.timing_queries, seed=args.seed)

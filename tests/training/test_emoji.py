@@ -167,6 +167,13 @@ def test_emoji_config_cut_down_end_to_end(tmp_path, data_root, capsys):
     assert "Before / after fine-tuning" in (report / "index.html").read_text()
 
 
+def test_demo_checkpoint_errors(tmp_path, capsys):
+    assert main(["demo", "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "r")]) == 2
+    assert "--checkpoint: no such file" in capsys.readouterr().err
+    assert main(["demo", "--input-size", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "input_size must be >= 32" in capsys.readouterr().err
+
+
 def test_plot_needs_validation_rows(tmp_path):
     log = RunLog(tmp_path, tensorboard=False)
     log.log("train", {"loss": 1.0}, step=1, epoch=0)
