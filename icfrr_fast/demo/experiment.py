@@ -29,7 +29,7 @@ from ..rerank import icfrr
 from .backbone import EfficientNetLite0, FeatureCache
 from .emoji import LEVELS, EmojiDataset, load_emoji
 
-__all__ = ["DemoConfig", "DemoResult", "run_experiment", "build_index", "METHODS"]
+__all__ = ["DemoConfig", "DemoResult", "run_experiment", "build_index", "compare_features", "METHODS"]
 
 #: method key -> label used in the table, the plot and the report
 METHODS = {
@@ -349,5 +349,33 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
         report_queries=_pick_report_queries(q_lab, config.report_queries, config.seed), dataset=ds,
         class_names=ds.class_names(config.level),
         backbone={"name": bb.name, "weights": str(Path(bb.weights_path).name), "weights_sha256": bb.weights_sha256,
+                  "weights_kind": "fine-tuned: " + str(Path(bb.weights_path).name) if getattr(bb, "fine_tuned", False)
+                  else "ImageNet weights",
                   "input_size": str(bb.input_size)},
     )
+
+
+def compare_features(results: Dict[str, DemoResult]) -> List[Dict[str, object]]:
+    """Side-by-side rows of runs that differ only in their features (e.g. ImageNet vs fine-tuned): for each run,
+    the ranking before re-ranking and after the last ICFRR iteration (reference semantics).
+
+    Args:
+        results: feature label -> :class:`DemoResult`, all on the same queries, gallery and labels.
+
+    Returns:
+        dicts with "features", "method" (label), "iter" (None or the ICFRR iteration) and the metrics.
+
+    Raises:
+        ValueError: the runs used different queries, gallery items or labels.
+    """
+    runs = list(results.values())
+    for r in runs[1:]:
+        if not (np.array_equal(r.query_ids, runs[0].query_ids) and np.array_equal(r.gallery_ids, runs[0].gallery_ids)
+                and r.config.level == runs[0].config.level):
+            raise ValueError("results must share queries, gallery and label level to be compared")
+    rows: List[Dict[str, object]] = []
+    for label, r in results.items():
+        for key, series in (("none", r.metrics["none"]), ("icfrr_reference", r.metrics["icfrr_reference"])):
+            it = None if key == "none" else len(series) - 1
+            rows.append({"features": label, "method": METHODS[key], "iter": it, **series[-1]})
+    return rows

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -54,6 +54,19 @@ def format_table(result: DemoResult) -> str:
         it = "-" if r["iter"] is None else str(r["iter"])
         lines.append(f"{r['method']:<{width}}  {it:>4}  " + "  ".join(f"{r[n]:>7.4f}" for n in METRIC_NAMES))
     return head + "\n".join(lines)
+
+
+def format_comparison(rows: List[Dict[str, object]]) -> str:
+    """The before/after fine-tuning table of :func:`~icfrr_fast.demo.experiment.compare_features` as text."""
+    fw = max(len(str(r["features"])) for r in rows)
+    mw = max(len(str(r["method"])) for r in rows)
+    head = f"{'features':<{fw}}  {'method':<{mw}}  {'iter':>4}  " + "  ".join(f"{n:>7}" for n in METRIC_NAMES)
+    lines = ["before / after fine-tuning, before / after ICFRR:", head, "-" * len(head)]
+    for r in rows:
+        it = "-" if r["iter"] is None else str(r["iter"])
+        lines.append(f"{r['features']:<{fw}}  {r['method']:<{mw}}  {it:>4}  "
+                     + "  ".join(f"{r[n]:>7.4f}" for n in METRIC_NAMES))
+    return "\n".join(lines)
 
 
 def format_timings(result: DemoResult) -> str:
@@ -172,8 +185,19 @@ def _query_figure(result: DemoResult, pos: int, rows: Sequence[str], path: Path)
 
 
 # -- html -------------------------------------------------------------------------------------------------------------
-def _html(result: DemoResult, table: str, timings: str, figures: List[Dict[str, object]]) -> str:
+def _html(result: DemoResult, table: str, timings: str, figures: List[Dict[str, object]],
+          comparison: Optional[List[Dict[str, object]]] = None) -> str:
     e = html.escape
+    compared = ""
+    if comparison:
+        body = "".join(
+            f"<tr><td>{e(str(r['features']))}</td><td>{e(str(r['method']))}</td>"
+            f"<td>{'-' if r['iter'] is None else r['iter']}</td>"
+            + "".join(f"<td>{r[n]:.4f}</td>" for n in METRIC_NAMES) + "</tr>" for r in comparison)
+        compared = ("<h2>Before / after fine-tuning, before / after ICFRR</h2><table><tr><th>features</th>"
+                    "<th>method</th><th>iter</th>" + "".join(f"<th>{n}</th>" for n in METRIC_NAMES)
+                    + f"</tr>{body}</table>")
+    weights = result.backbone.get("weights_kind", "ImageNet weights")
     rows = "".join(
         f"<tr><td>{e(str(r['method']))}</td><td>{'-' if r['iter'] is None else r['iter']}</td>"
         + "".join(f"<td>{r[n]:.4f}</td>" for n in METRIC_NAMES) + "</tr>"
@@ -193,9 +217,10 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:first-child{{
 img{{max-width:100%}} pre{{background:#f4f4f4;padding:8px}}</style></head><body>
 <h1>ICFRR on emoji: line art queries, colour gallery</h1>
 <p>Queries: Fluent Emoji High Contrast (MIT, Microsoft), gallery: Noto Emoji (Apache-2.0, Google); features:
-{e(result.backbone.get('name', ''))} (ImageNet weights) at {e(result.backbone.get('input_size', ''))} px. A result is
+{e(result.backbone.get('name', ''))} ({e(weights)}) at {e(result.backbone.get('input_size', ''))} px. A result is
 correct when it shares the query's Unicode emoji {e(result.config.level)}. Data set built
 {e(str(meta.get('built')))}, sha256 {e(str(meta.get('sha256'))[:16])}...</p>
+{compared}
 <h2>Metrics per iteration</h2>
 <table><tr><th>method</th><th>iter</th>{''.join(f'<th>{n}</th>' for n in METRIC_NAMES)}</tr>{rows}</table>
 <p><img src="metrics.png" alt="metrics over iterations"></p>
@@ -210,8 +235,11 @@ correct when it shares the query's Unicode emoji {e(result.config.level)}. Data 
 """
 
 
-def write_report(result: DemoResult, out: Path) -> Dict[str, Path]:
-    """Write ``index.html``, ``metrics.png``, ``query_<i>.png`` and ``results.json`` into ``out``.
+def write_report(result: DemoResult, out: Path,
+                 comparison: Optional[List[Dict[str, object]]] = None) -> Dict[str, Path]:
+    """Write ``index.html``, ``metrics.png``, ``query_<i>.png`` and ``results.json`` into ``out``; with
+    ``comparison`` (rows of :func:`~icfrr_fast.demo.experiment.compare_features`) also the before/after
+    fine-tuning table (in the page and as ``results.json["comparison"]``).
 
     Returns:
         {"html": ..., "json": ..., "plot": ..., "queries": [...]} paths.
@@ -228,9 +256,12 @@ def write_report(result: DemoResult, out: Path) -> Dict[str, Path]:
     data["table_text"] = table
     data["plot"] = {"file": "metrics.png", "series": drawn}
     data["figures"] = figures
+    if comparison:
+        data["comparison"] = comparison
     _io.atomic_write(out / "results.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
     _io.atomic_write(out / "index.html",
-                     lambda tmp: Path(tmp).write_text(_html(result, table, timings, figures), encoding="utf-8"))
+                     lambda tmp: Path(tmp).write_text(_html(result, table, timings, figures, comparison),
+                                                          encoding="utf-8"))
     return {"html": out / "index.html", "json": out / "results.json", "plot": out / "metrics.png",
             "queries": [out / str(f["file"]) for f in figures]}

@@ -18,6 +18,7 @@
   are used and seen-class gallery images come from ``real_test.txt`` only.
 * ``folders``: any ``<root>/<domain>/<class>/<image>`` tree.
 * ``skimage_toy``: the generated toy set (:mod:`.toyset`).
+* ``emoji``: the emoji line-art -> colour set shipped with the package, seen/unseen subgroups (:mod:`.emoji`).
 
 With no unseen classes (folder layouts), ``holdout_fraction`` of each class's images are held out for evaluation
 instead (not zero-shot; what the smoke config does). Missing files or folders raise ``FileNotFoundError`` and a
@@ -329,6 +330,15 @@ def _skimage_toy(cfg) -> RetrievalSplits:
                           train_domains=cfg.train_domains or ["sketch", "photo"])
 
 
+def _emoji(cfg) -> RetrievalSplits:
+    from .emoji import emoji_splits
+
+    return emoji_splits(cfg)
+
+
+#: benchmarks whose images are generated or exported into data.root (the folder may not exist yet)
+GENERATED = ("skimage_toy", "emoji")
+
 BENCHMARKS: Dict[str, Callable] = {
     "sketchy_25": _sketch_photo("sketchy_25"),
     "sketchy_21": _sketch_photo("sketchy_21", SKETCHY_21_UNSEEN),
@@ -338,6 +348,7 @@ BENCHMARKS: Dict[str, Callable] = {
     "domainnet": _domainnet,
     "folders": _folders,
     "skimage_toy": _skimage_toy,
+    "emoji": _emoji,
 }
 
 
@@ -354,9 +365,9 @@ def build_splits(cfg, check_files: bool = True) -> RetrievalSplits:
     """
     if cfg.benchmark not in BENCHMARKS:
         raise ValueError(f"data.benchmark must be one of {', '.join(BENCHMARKS)}; got {cfg.benchmark!r}")
-    if cfg.benchmark == "skimage_toy" and not cfg.root:
-        raise ValueError("data.root is required: the folder the skimage_toy images are written to")
-    if not Path(cfg.root).is_dir() and cfg.benchmark != "skimage_toy":
+    if cfg.benchmark in GENERATED and not cfg.root:
+        raise ValueError(f"data.root is required: the folder the {cfg.benchmark} images are written to")
+    if not Path(cfg.root).is_dir() and cfg.benchmark not in GENERATED:
         raise FileNotFoundError(f"data.root not found: {cfg.root} (the {cfg.benchmark} dataset folder)")
     splits = BENCHMARKS[cfg.benchmark](cfg)
     splits.query = _stride(splits.query, cfg.query_stride)
