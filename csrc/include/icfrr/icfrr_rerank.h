@@ -25,14 +25,19 @@ struct RerankArgs {
   int64_t depth = 0;              ///< L in [1, G]: candidates = top-L of the initial order
   int64_t k = 0;                  ///< outputs per query, in [1, L]
   bool early_stop = false;        ///< stop when the voter set is unchanged by an iteration
-  float* out_values = nullptr;    ///< (Q, k) float32: final keys (negated back when !largest)
+  void* out_values = nullptr;     ///< (Q, k) float32, or float64 when values_is_double: final keys (negated back
+                                  ///< when !largest)
+  bool values_is_double = false;
   int64_t* out_indices = nullptr; ///< (Q, k) int64: gallery ids, best first
   int64_t* out_history = nullptr; ///< (Q, T + 1, k) int64 or null: order after each iteration, [0] = initial
   int num_threads = 1;
 };
 
 /// Run ICFRR for all queries (OpenMP over queries, dynamic schedule). Returns false when interrupted (outputs are
-/// then incomplete and must be discarded).
+/// then incomplete and must be discarded); polls `poll` inside each query's iterations too, so one long query stops
+/// promptly. Throws OutOfMemory (scratch allocated before the parallel region, its size in the message) and
+/// std::invalid_argument when a voter's graph row holds a duplicate id or the row's own id (checked once per row
+/// and call, see graph_check.h).
 bool icfrr_rerank_cpu(const RerankArgs& args, InterruptPoll poll);
 
 }  // namespace icfrr
