@@ -323,6 +323,8 @@ def _validate_knn_inputs(x: Tensor, y: Tensor, metric: str, precision: str, chec
                        lambda: f"x and y must have the same feature dimension D; got {x.shape[1]} and {y.shape[1]}")
     torch._check_value(x.shape[1] >= 1, lambda: f"the feature dimension D must be >= 1; got {x.shape[1]}")
     torch._check_value(y.shape[0] >= 1, lambda: f"the gallery y must hold at least 1 item; got {y.shape[0]}")
+    torch._check_value(y.shape[0] < 2**31 - 1,
+                       lambda: f"the gallery y must hold fewer than 2^31 - 1 items; got {y.shape[0]}")
     torch._check_type(isinstance(metric, str), lambda: f"metric must be a str; got {type(metric).__name__}")
     torch._check_value(metric in KNN_METRICS, lambda: f"metric must be one of {KNN_METRICS}; got {metric!r}")
     torch._check_type(isinstance(precision, str), lambda: f"precision must be a str; got {type(precision).__name__}")

@@ -26,7 +26,8 @@ class ICFRRResult(tuple):
     """``(values, indices)`` like ``torch.topk``'s result, plus ``history`` (None unless requested).
 
     Attributes:
-        values: (Q, k) float32 final keys, best first (for ``largest=False``: re-ranked distances, ascending).
+        values: (Q, k) final keys with the scores' dtype, best first (for ``largest=False``: re-ranked distances,
+            ascending).
         indices: (Q, k) int64 gallery ids, best first.
         history: (Q, T + 1, k) int64 order after every iteration ([:, 0] = initial ranking) or None.
     """
@@ -95,9 +96,12 @@ def icfrr(
         :class:`ICFRRResult` ``(values, indices)`` with ``history``.
 
     Raises:
-        TypeError: non-tensor or integer/complex inputs.
+        TypeError: non-tensor, sparse or integer/complex inputs, arguments of the wrong type.
         ValueError: shape mismatches, G < 2, k_g not in [1, G - 1], k_q < 1, iters < 0, non-finite or negative
-            beta, NaN/inf scores, unknown semantics, out-of-range graph ids.
+            beta, NaN/inf scores, unknown semantics, out-of-range graph ids, a graph row listing an id twice or
+            its own id.
+        MemoryError: the (Q, k) outputs (and history) do not fit; the message gives the bytes (ask for a smaller
+            ``k`` or ``depth``).
 
     Example:
         >>> import torch, icfrr_fast
@@ -106,8 +110,7 @@ def icfrr(
         >>> res.indices.shape
         torch.Size([3, 50])
     """
-    if not isinstance(scores, Tensor):
-        raise TypeError(f"scores must be a torch.Tensor; got {type(scores).__name__}")
+    ops._check_dense_tensor("scores", scores)
     if scores.dim() != 2:
         raise ValueError(f"scores must be 2-D (Q, G); got shape {tuple(scores.shape)}")
     if backend not in BACKENDS:
@@ -126,8 +129,7 @@ def icfrr(
         if gallery.shape[0] != G:
             raise ValueError(f"gallery matrix is {gallery.shape[0]} x {gallery.shape[0]} but scores has G = {G} "
                              f"columns")
-        if isinstance(k_g, int) and not isinstance(k_g, bool) and not 1 <= k_g <= G - 1:
-            raise ValueError(f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {k_g}")
+        ops._check_int("k_g", k_g, 1, G - 1, " (G - 1)")
         try:
             graph = GalleryGraph.from_distances(gallery, k_g, largest=largest)
         except (ValueError, TypeError) as e:
@@ -144,8 +146,7 @@ def icfrr(
                          f"move one with .to()")
     L = G if depth is None else depth
     k_out = L if k is None else k
-    if isinstance(beta, int) and not isinstance(beta, bool):
-        beta = float(beta)
+    beta = ops._check_beta(beta)
     # argument types and ranges first (the op schema would reject a float k_q with a less helpful RuntimeError);
     # the data checks run once, inside the kernel, or here for the reference
     ops._validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out, return_history,
