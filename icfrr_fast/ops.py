@@ -92,6 +92,8 @@ def _check_int(name: str, v, lo: int, hi: int | None = None, hint: str = "") -> 
     torch._check_type(
         isinstance(v, int) and not isinstance(v, bool), lambda: f"{name} must be an int; got {type(v).__name__}"
     )
+    if hi is None and v > MAX_INT64:  # beyond what an op's int argument can hold
+        hi = MAX_INT64
     rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
     torch._check_value(lo <= v and (hi is None or v <= hi), lambda: f"{name} must be in {rng}{hint}; got {v}")
 

@@ -142,6 +142,7 @@ def test_ctrl_c_stops_one_long_query():
     G = 5000
     scores = torch.randn(1, G, generator=torch.Generator().manual_seed(0))
     nb = _ring_graph(G, 16)
+    ops.icfrr_rerank(scores, nb, 50, 0.5, 1, "paper", True, G, 10, False, False)  # first-call imports done
     fired = {}
 
     def interrupt():
