@@ -47,6 +47,7 @@ class GalleryGraph:
             raise TypeError(f"neighbors must be an integer tensor; got {neighbors.dtype}")
         if neighbors.dim() != 2:
             raise ValueError(f"neighbors must be 2-D (G, K); got shape {tuple(neighbors.shape)}")
+        ops._check_has_data("neighbors", neighbors)
         G, K = neighbors.shape
         if G < 2:
             raise ValueError(f"a gallery graph needs at least 2 items; got G = {G}")

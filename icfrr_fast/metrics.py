@@ -34,6 +34,8 @@ def _check_labels(name: str, t: Tensor) -> None:
         raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
     if t.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor; got layout {t.layout}")
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data); metrics need its values")
     wide_unsigned = tuple(getattr(torch, d) for d in ("uint16", "uint32", "uint64") if hasattr(torch, d))
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype in wide_unsigned:
         raise TypeError(f"{name} must be an integer (signed or uint8) or bool tensor of class labels; got {t.dtype}")
@@ -47,6 +49,8 @@ def _validate_evaluate(indices: Tensor, query_labels: Tensor, gallery_labels: Te
         raise TypeError(f"indices must be a torch.Tensor; got {type(indices).__name__}")
     if indices.layout != torch.strided:
         raise TypeError(f"indices must be a dense (strided) tensor; got layout {indices.layout}")
+    if indices.device.type == "meta":
+        raise ValueError("indices is a meta tensor (a shape without data); metrics need its values")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise TypeError(f"chunk_size must be an int; got {type(chunk_size).__name__}")
     if chunk_size < 1:

@@ -50,6 +50,16 @@ KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"]
 _poison_outputs = False
 
 
+def _out_of_memory(e: BaseException, what: str, shape, dtype: torch.dtype, device, hint: str = "") -> BaseException:
+    """A MemoryError naming the bytes of the tensor that could not be allocated (torch reports a failed CPU
+    allocation as a RuntimeError), or ``e`` itself when it is not about memory."""
+    if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
+        return e
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return MemoryError(f"out of memory: {what} of shape {tuple(shape)} ({dtype}) needs {nbytes} bytes "
+                       f"({nbytes / 2**30:.1f} GiB) on {device}{hint}")
+
+
 def _alloc(shape, dtype: torch.dtype, device, hint: str = "") -> Tensor:
     """An output tensor; MemoryError naming the bytes (and ``hint``, how to ask for less) when it cannot be had."""
     try:
@@ -57,12 +67,8 @@ def _alloc(shape, dtype: torch.dtype, device, hint: str = "") -> Tensor:
             return torch.empty(shape, dtype=dtype, device=device)
         fill = float("nan") if dtype.is_floating_point else -(2**31) + 7
         return torch.full(shape, fill, dtype=dtype, device=device)
-    except (RuntimeError, MemoryError) as e:  # torch reports a failed CPU allocation as a RuntimeError
-        if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
-            raise
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        raise MemoryError(f"out of memory: an output of shape {tuple(shape)} ({dtype}) needs {nbytes} bytes "
-                          f"({nbytes / 2**30:.1f} GiB) on {device}{hint}") from None
+    except (RuntimeError, MemoryError) as e:
+        raise _out_of_memory(e, "an output", shape, dtype, device, hint) from None
 
 
 #: what to do when icfrr_rerank's outputs do not fit
@@ -123,9 +129,16 @@ def _check_k_and_self(k: int, rows: int, cols: int, exclude_self: bool, row_offs
                f" ({cols_name}" + (" - 1 with exclude_self)" if exclude_self else ")"))
 
 
+def _check_has_data(name: str, t: Tensor) -> None:
+    """A data check needs values: a meta tensor (shape only) is a ValueError."""
+    torch._check_value(t.device.type != "meta",
+                       lambda: f"{name} is a meta tensor (a shape without data); this call needs its values")
+
+
 def _check_finite(name: str, t: Tensor) -> None:
     """Data check, one pass without a temporary of t's size: min and max are finite iff every value is (NaN
     propagates through both)."""
+    _check_has_data(name, t)
     if t.numel():
         lo, hi = torch.aminmax(t)
         if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
@@ -133,11 +146,15 @@ def _check_finite(name: str, t: Tensor) -> None:
 
 
 def _as_kernel_float(t: Tensor) -> Tensor:
-    """float16/bfloat16 -> float32 (exact); unit stride along the last dimension."""
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.to(torch.float32)
-    if t.stride(-1) != 1 or t.stride(0) < t.shape[-1]:
-        t = t.contiguous()
+    """float16/bfloat16 -> float32 (exact); unit stride along the last dimension. A copy that does not fit is a
+    MemoryError with its size."""
+    try:
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.to(torch.float32)
+        if t.stride(-1) != 1 or t.stride(0) < t.shape[-1]:
+            t = t.contiguous()
+    except (RuntimeError, MemoryError) as e:
+        raise _out_of_memory(e, "a float32 / contiguous copy of the input", t.shape, torch.float32, t.device) from None
     return t
 
 

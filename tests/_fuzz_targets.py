@@ -160,8 +160,8 @@ def test_fuzz_icfrr(data):
           beta=a("beta", st.floats(0, 3), betas), iters=a("iters", st.integers(0, 4), small_ints(-2, 4)),
           semantics=a("semantics", st.sampled_from(["reference", "paper"]), st.sampled_from(["x", None, 1])),
           largest=a("largest", st.booleans(), flags),
-          k=a("k", st.one_of(st.none(), st.integers(1, G)), small_ints(-1, 7)),
-          depth=a("depth", st.one_of(st.none(), st.integers(1, G)), small_ints(-1, 7)),
+          k=a("k", st.one_of(st.none(), st.integers(1, max(G, 1))), small_ints(-1, 7)),
+          depth=a("depth", st.one_of(st.none(), st.integers(1, max(G, 1))), small_ints(-1, 7)),
           return_history=a("return_history", st.booleans(), flags), early_stop=a("early_stop", st.booleans(), flags),
           backend=a("backend", st.sampled_from(["auto", "reference"]), st.sampled_from(["cuda", None, 0])))
 

@@ -470,3 +470,17 @@ def test_training_checkpoints_are_validated(tmp_path):
         torch.save({**good, **change}, tmp_path / "bad.pth")
         with pytest.raises(ValueError, match=match):
             load_checkpoint(tmp_path / "bad.pth")
+
+
+def test_meta_tensors_where_values_are_needed_are_a_value_error():
+    meta = lambda t: t.to("meta")  # noqa: E731
+    calls = [
+        lambda: metrics.evaluate(meta(torch.tensor([[0, 1]])), torch.tensor([0]), torch.tensor([0, 1])),
+        lambda: metrics.evaluate(torch.tensor([[0, 1]]), meta(torch.tensor([0])), torch.tensor([0, 1])),
+        lambda: GalleryGraph(meta(torch.tensor([[1], [0]]))),
+        lambda: GalleryGraph.from_features(meta(torch.rand(4, 3)), 2),
+        lambda: ICFRRIndex(meta(torch.rand(5, 3)), k_g=2),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="meta tensor"):
+            call()
