@@ -72,8 +72,8 @@ def _validate_evaluate(indices: Tensor, query_labels: Tensor, gallery_labels: Te
         if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
             raise TypeError(f"{name} must be a sequence of positive ints; got {type(ks).__name__}")
         for K in ks:
-            if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-                raise ValueError(f"{name} must hold positive ints; got {K!r}")
+            if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K < 2**63:
+                raise ValueError(f"{name} must hold positive ints (< 2^63); got {K!r}")
     if ap not in AP_VARIANTS:
         raise ValueError(f"ap must be one of {AP_VARIANTS}; got {ap!r}")
     if at_k not in AT_K_VARIANTS:

@@ -484,3 +484,9 @@ def test_meta_tensors_where_values_are_needed_are_a_value_error():
     for call in calls:
         with pytest.raises(ValueError, match="meta tensor"):
             call()
+
+
+def test_evaluate_k_beyond_int64_is_a_value_error():
+    """Found by the fuzz test: map_at=[2**70] raised OverflowError from inside torch.clamp."""
+    with pytest.raises(ValueError, match="map_at must hold positive ints"):
+        metrics.evaluate(*_eval_args(), map_at=[2**70])
