@@ -129,7 +129,10 @@ def icfrr(
         if gallery.shape[0] != G:
             raise ValueError(f"gallery matrix is {gallery.shape[0]} x {gallery.shape[0]} but scores has G = {G} "
                              f"columns")
-        ops._check_int("k_g", k_g, 1, G - 1, " (G - 1)")
+        if isinstance(k_g, bool) or not isinstance(k_g, int):  # before the op schema sees it
+            raise TypeError(f"k_g must be an int; got {type(k_g).__name__}")
+        if not 1 <= k_g <= G - 1:
+            raise ValueError(f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {k_g}")
         try:
             graph = GalleryGraph.from_distances(gallery, k_g, largest=largest)
         except (ValueError, TypeError) as e:
