@@ -1,6 +1,8 @@
 // pybind11 module icfrr_fast._C: raw pointers and sizes in, nothing validated here (icfrr_fast/ops.py validates
 // every argument before calling). Kernels run with the GIL released; Ctrl-C is honoured through a poll that briefly
-// re-takes the GIL on the calling thread. The module does not link libtorch.
+// re-takes the GIL on the calling thread. The module does not link libtorch. C++ exceptions become Python ones by
+// pybind11's standard translation: icfrr::OutOfMemory (a std::bad_alloc) -> MemoryError with its message,
+// std::invalid_argument -> ValueError.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -85,17 +87,19 @@ PYBIND11_MODULE(_C, m) {
       [](uintptr_t scores, bool scores_is_double, int64_t score_stride, bool largest, uintptr_t neighbors,
          int64_t nbr_stride, int64_t Q, int64_t G, int64_t K_g, int64_t k_q, double beta, int64_t iters, bool paper,
          int64_t depth, int64_t k, bool early_stop, uintptr_t out_values, uintptr_t out_indices,
-         uintptr_t out_history, int num_threads) {
+         uintptr_t out_history, int num_threads, bool values_is_double) {
         icfrr::RerankArgs a = rerank_args(scores, scores_is_double, score_stride, largest, neighbors, nbr_stride, Q, G,
                                           K_g, k_q, beta, iters, paper, depth, k, early_stop, out_values,
                                           out_indices, out_history);
         a.num_threads = num_threads;
+        a.values_is_double = values_is_double;
         run_interruptible([&](icfrr::InterruptPoll poll) { return icfrr::icfrr_rerank_cpu(a, poll); });
       },
       py::arg("scores"), py::arg("scores_is_double"), py::arg("score_stride"), py::arg("largest"),
       py::arg("neighbors"), py::arg("nbr_stride"), py::arg("Q"), py::arg("G"), py::arg("K_g"), py::arg("k_q"),
       py::arg("beta"), py::arg("iters"), py::arg("paper"), py::arg("depth"), py::arg("k"), py::arg("early_stop"),
-      py::arg("out_values"), py::arg("out_indices"), py::arg("out_history"), py::arg("num_threads"));
+      py::arg("out_values"), py::arg("out_indices"), py::arg("out_history"), py::arg("num_threads"),
+      py::arg("values_is_double") = false);
 
   m.def(
       "icfrr_candidates",
@@ -212,10 +216,11 @@ PYBIND11_MODULE(_C, m) {
       [](uintptr_t scores, bool scores_is_double, int64_t score_stride, bool largest, uintptr_t neighbors,
          int64_t nbr_stride, int64_t Q, int64_t G, int64_t K_g, int64_t k_q, double beta, int64_t iters, bool paper,
          int64_t depth, int64_t k, bool early_stop, uintptr_t out_values, uintptr_t out_indices,
-         uintptr_t out_history, uintptr_t scratch, int64_t workers, uintptr_t stream) {
-        const icfrr::RerankArgs a = rerank_args(scores, scores_is_double, score_stride, largest, neighbors,
-                                                nbr_stride, Q, G, K_g, k_q, beta, iters, paper, depth, k, early_stop,
-                                                out_values, out_indices, out_history);
+         uintptr_t out_history, uintptr_t scratch, int64_t workers, uintptr_t stream, bool values_is_double) {
+        icfrr::RerankArgs a = rerank_args(scores, scores_is_double, score_stride, largest, neighbors, nbr_stride, Q, G,
+                                          K_g, k_q, beta, iters, paper, depth, k, early_stop, out_values,
+                                          out_indices, out_history);
+        a.values_is_double = values_is_double;
         int err;
         {
           py::gil_scoped_release release;  // the launch is asynchronous; nothing here touches Python
@@ -228,7 +233,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("neighbors"), py::arg("nbr_stride"), py::arg("Q"), py::arg("G"), py::arg("K_g"), py::arg("k_q"),
       py::arg("beta"), py::arg("iters"), py::arg("paper"), py::arg("depth"), py::arg("k"), py::arg("early_stop"),
       py::arg("out_values"), py::arg("out_indices"), py::arg("out_history"), py::arg("scratch"), py::arg("workers"),
-      py::arg("stream"),
+      py::arg("stream"), py::arg("values_is_double") = false,
       "Launch ICFRR on a CUDA stream (device pointers); scratch: workers * icfrr_rerank_cuda_scratch_bytes bytes.");
   // ---- end CUDA drivers ----
 #else

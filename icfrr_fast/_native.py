@@ -39,17 +39,24 @@ def available() -> bool:
     return True
 
 
+#: the most CPU threads a kernel may be asked to use (OpenMP takes a C int; more threads than this never help)
+MAX_THREADS = 4096
+
+
 def set_num_threads(n: Optional[int]) -> None:
-    """Threads used by the CPU kernels (None: follow ``torch.get_num_threads()``). Results never depend on it."""
+    """Threads used by the CPU kernels (None: follow ``torch.get_num_threads()``), in [1, MAX_THREADS]. Results
+    never depend on it."""
     global _num_threads
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"num_threads must be a positive int or None; got {n!r}")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool)):
+        raise TypeError(f"num_threads must be an int or None; got {type(n).__name__}")
+    if n is not None and not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"num_threads must be in [1, {MAX_THREADS}] or None; got {n!r}")
     _num_threads = n
 
 
 def get_num_threads() -> int:
     """Threads the CPU kernels will use."""
-    return _num_threads if _num_threads is not None else max(1, torch.get_num_threads())
+    return _num_threads if _num_threads is not None else max(1, min(MAX_THREADS, torch.get_num_threads()))
 
 
 def set_simd_enabled(enabled: bool) -> None:

@@ -38,12 +38,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"icfrr-fast {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as e:  # bad input, missing/unreadable/unwritable files: one line
+        print(f"icfrr-fast {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except MemoryError as e:
+        print(f"icfrr-fast {args.command}: error: {_one_line(e) or 'out of memory'}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"icfrr-fast {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,9 +14,14 @@ import torch
 from torch import Tensor
 
 from . import _io, ops
-from .knn import _as_tensor, _default_batch_rows, _knn_into, default_largest
+from .knn import _as_tensor, _check_batch_size, _default_batch_rows, _knn_into, default_largest
 
 __all__ = ["GalleryGraph"]
+
+
+def _stored_values(values: Tensor) -> Tensor:
+    """Neighbour values as stored: float64 kept (exact selection keys of float64 features), others float32."""
+    return values.to(torch.float64 if values.dtype == torch.float64 else torch.float32).contiguous()
 
 
 class GalleryGraph:
@@ -28,17 +33,21 @@ class GalleryGraph:
         largest: whether ``values`` are similarities (True) or distances (False).
 
     Attributes:
-        neighbors: (G, K) int32, contiguous.
-        values: (G, K) float32 or None.
+        neighbors: (G, K) int32, contiguous. Each row holds distinct ids, none equal to the row's own.
+        values: (G, K) float32 (float64 when given float64) or None.
+
+    Raises:
+        TypeError / ValueError: non-integer or non-2-D neighbors, G < 2, K not in [1, G - 1], ids out of range, a row
+            holding an id twice or its own id (ICFRR counts each voter once per item), bad values.
     """
 
     def __init__(self, neighbors: Tensor, values: Optional[Tensor] = None, *, largest: bool = False):
-        if not isinstance(neighbors, Tensor):
-            raise TypeError(f"neighbors must be a torch.Tensor; got {type(neighbors).__name__}")
+        ops._check_dense_tensor("neighbors", neighbors)
         if neighbors.dtype.is_floating_point or neighbors.dtype.is_complex or neighbors.dtype == torch.bool:
             raise TypeError(f"neighbors must be an integer tensor; got {neighbors.dtype}")
         if neighbors.dim() != 2:
             raise ValueError(f"neighbors must be 2-D (G, K); got shape {tuple(neighbors.shape)}")
+        ops._check_has_data("neighbors", neighbors)
         G, K = neighbors.shape
         if G < 2:
             raise ValueError(f"a gallery graph needs at least 2 items; got G = {G}")
@@ -54,13 +63,21 @@ class GalleryGraph:
             rows = torch.arange(r0, r0 + part.shape[0], dtype=part.dtype, device=part.device)[:, None]
             if bool((part == rows).any()):
                 raise ValueError("a gallery item must not be its own neighbour (DESIGN §2 excludes it by index)")
+            srt = torch.sort(part, dim=1).values
+            dup = (srt[:, 1:] == srt[:, :-1]).any(dim=1).nonzero()
+            if dup.numel():
+                raise ValueError(f"neighbors row {r0 + int(dup[0, 0])} lists an id twice; each row must hold "
+                                 f"distinct ids (ICFRR counts one vote per voter and item)")
         if values is not None:
-            if not isinstance(values, Tensor) or not values.dtype.is_floating_point:
-                raise TypeError("values must be a floating tensor or None")
+            ops._check_dense_tensor("values", values)
+            if not values.dtype.is_floating_point:
+                raise TypeError(f"values must be a floating tensor or None; got {values.dtype}")
             if values.shape != neighbors.shape:
                 raise ValueError(f"values must have neighbors' shape {tuple(neighbors.shape)}; "
                                  f"got {tuple(values.shape)}")
-            values = values.to(torch.float32).contiguous()
+            if values.device != neighbors.device:
+                raise ValueError(f"values must be on neighbors' device {neighbors.device}; got {values.device}")
+            values = _stored_values(values)
         self.neighbors = neighbors.to(torch.int32).contiguous()
         self.values = values
         self.largest = bool(largest)
@@ -74,11 +91,17 @@ class GalleryGraph:
         Raises:
             ValueError: if gg is not square, G < 2, k not in [1, G - 1], or gg holds NaN/inf.
         """
-        if isinstance(gg, Tensor) and gg.dim() == 2 and gg.shape[0] != gg.shape[1]:
+        ops._check_float_matrix("gg", gg)
+        if gg.shape[0] != gg.shape[1]:
             raise ValueError(f"gg must be a square (G, G) matrix; got shape {tuple(gg.shape)}")
-        if isinstance(gg, Tensor) and gg.dim() == 2 and gg.shape[0] < 2:
+        if gg.shape[0] < 2:
             raise ValueError(f"the gallery must hold at least 2 items; got G = {gg.shape[0]}")
-        values, indices = ops.dense_topk(gg, k, largest, True, 0)
+        ops._check_int("k", k, 1, gg.shape[0] - 1, " (G - 1)")
+        ops._check_bool("largest", largest)
+        try:
+            values, indices = ops.dense_topk(gg, k, largest, True, 0)
+        except ValueError as e:  # the data check names the op's argument x
+            raise ValueError(str(e).replace("x must", "gg must", 1)) from None
         return cls._trusted(indices, values, largest)
 
     @classmethod
@@ -123,20 +146,26 @@ class GalleryGraph:
             (torch.Size([100, 8]), torch.int32)
         """
         g = _as_tensor(g, "g")
-        if isinstance(g, Tensor) and g.dim() == 2 and g.shape[0] < 2:
+        ops._check_float_matrix("g", g)
+        if g.shape[0] < 2:
             raise ValueError(f"the gallery must hold at least 2 items; got G = {g.shape[0]}")
+        ops._check_int("k", k, 1, g.shape[0] - 1, " (G - 1)")
         if not isinstance(metric, str) or metric not in ops.KNN_METRICS:
             raise ValueError(f"metric must be one of {ops.KNN_METRICS}; got {metric!r}")
         largest = default_largest(metric)
-        ops._validate_knn_topk(g, g, k, metric, largest, True, 0, precision, check_data=True)
+        ops._validate_knn_topk(g, g, k, metric, largest, True, 0, precision)
+        ops._check_finite("g", g)
         G = g.shape[0]
-        bs = _default_batch_rows(G, k, g.shape[1]) if batch_size is None else int(batch_size)
-        if bs < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if batch_size is not None:
+            _check_batch_size(batch_size)
+        bs = _default_batch_rows(G, k, g.shape[1]) if batch_size is None else batch_size
         if batch_size is None and ops._knn_graph_in_one_call(g, k):
             bs = G  # one call: the kernel computes each pair of row blocks once (symmetric build)
         neighbors = torch.empty((G, k), dtype=torch.int32, device=g.device)
-        values = torch.empty((G, k), dtype=torch.float32, device=g.device) if keep_values else None
+        # values in the selection's dtype (float64 for float64 features with "fp32"), so that they are the exact
+        # selection keys (ICFRRIndex.add merges on them)
+        values = (torch.empty((G, k), dtype=ops._knn_out_dtype(g, precision), device=g.device) if keep_values
+                  else None)
         _knn_into(g, g, k, metric, largest, True, 0, precision, values, neighbors, bs, progress, "gallery graph")
         return cls._trusted(neighbors, values, largest)
 
@@ -182,13 +211,14 @@ class GalleryGraph:
         """Wrap lists built by our own kernels (already valid): skips the O(G K) checks of ``__init__``."""
         g = object.__new__(cls)
         g.neighbors = neighbors.to(torch.int32).contiguous()
-        g.values = None if values is None else values.to(torch.float32).contiguous()
+        g.values = None if values is None else _stored_values(values)
         g.largest = bool(largest)
         return g
 
     @classmethod
     def from_neighbors(cls, neighbors: Tensor, values: Optional[Tensor] = None, *, largest: bool = False):
-        """From precomputed neighbour lists (e.g. an approximate k-NN library's output)."""
+        """From precomputed neighbour lists (e.g. an approximate k-NN library's output), validated like
+        ``GalleryGraph(...)``: ids in [0, G - 1], distinct per row, none equal to the row's own id."""
         return cls(neighbors, values, largest=largest)
 
     # -- properties ---------------------------------------------------------------------------------------------
@@ -239,5 +269,9 @@ class GalleryGraph:
         d = _io.load_tensor_file(path)
         if not isinstance(d, dict) or d.get("format") != "icfrr_fast.GalleryGraph/1":
             raise ValueError(f"{path}: not a GalleryGraph file (expected format 'icfrr_fast.GalleryGraph/1')")
-        g = cls(d["neighbors"], d["values"], largest=bool(d["largest"]))
+        _io.check_fields(path, d, {"neighbors": Tensor, "values": (Tensor, type(None)), "largest": bool})
+        try:
+            g = cls(d["neighbors"], d["values"], largest=d["largest"])
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{path}: {e}") from None
         return g.to(device) if torch.device(device) != g.device else g

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import _io, ops
 from .graph import GalleryGraph
-from .knn import _as_tensor, _default_batch_rows, _knn_into, default_largest
+from .knn import _as_tensor, _check_batch_size, _default_batch_rows, _knn_into, default_largest
 
 __all__ = ["ICFRRIndex"]
 
@@ -97,11 +97,21 @@ class ICFRRIndex:
         d = _io.load_tensor_file(path)
         if not isinstance(d, dict) or d.get("format") != cls.FORMAT:
             raise ValueError(f"{path}: not an ICFRRIndex file (expected format {cls.FORMAT!r})")
+        _io.check_fields(path, d, {"features": Tensor, "neighbors": Tensor, "values": (Tensor, type(None)),
+                                   "metric": str, "precision": str})
         metric, precision = d["metric"], d["precision"]
         if metric not in INDEX_METRICS or precision not in ops.KNN_PRECISIONS:
             raise ValueError(f"{path}: unknown metric {metric!r} or precision {precision!r}")
         features = d["features"]
-        graph = GalleryGraph(d["neighbors"], d["values"], largest=default_largest(metric))
+        try:  # the same checks as for features given to the constructor, and for any neighbour lists
+            ops._check_float_matrix("features", features)
+            if features.dtype not in (torch.float32, torch.float64):
+                raise TypeError(f"features must be float32 or float64 (as an index stores them); got "
+                                f"{features.dtype}")
+            ops._check_finite("features", features)
+            graph = GalleryGraph(d["neighbors"], d["values"], largest=default_largest(metric))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: {e}") from None
         if graph.num_items != features.shape[0]:
             raise ValueError(f"{path}: the graph has {graph.num_items} items but there are {features.shape[0]} "
                              f"feature rows")
@@ -169,30 +179,36 @@ class ICFRRIndex:
             batch_size: rows per fused k-NN call (default: bounded output memory).
         """
         new = self._prepare(features, "features", self.d)
+        if batch_size is not None:
+            _check_batch_size(batch_size)
         N = new.shape[0]
         if N == 0:
             return
         G0, K = self.ntotal, self.k_g
+        if G0 + N >= 2**31 - 1:
+            raise ValueError(f"the gallery must hold fewer than 2^31 - 1 items; got {G0} + {N}")
         largest = default_largest(self._graph_metric)
         all_features = torch.cat([self.features, new])
-        bs = _default_batch_rows(G0 + N, K, self.d) if batch_size is None else int(batch_size)
+        bs = _default_batch_rows(G0 + N, K, self.d) if batch_size is None else batch_size
         # 1. lists of the new items over the whole gallery (item G0 + r excluded from row r)
         dev = self.features.device
+        sel_dtype = ops._knn_out_dtype(all_features, self.precision)
         new_ids = torch.empty((N, K), dtype=torch.int32, device=dev)
-        new_vals = torch.empty((N, K), dtype=torch.float32, device=dev)
+        new_vals = torch.empty((N, K), dtype=sel_dtype, device=dev)
         _knn_into(new, all_features, K, self._graph_metric, largest, True, G0, self.precision, new_vals, new_ids,
                   bs, self.progress, "new items")
         # 2. each existing list merged with its best new items; all new ids exceed the old ones, so a stable sort of
-        #    [old list, new candidates] by value is exactly the (value, smaller id) order of a rebuild.
+        #    [old list, new candidates] by value is exactly the (value, smaller id) order of a rebuild. The values
+        #    are the selection keys in the selection's own dtype (float64 for float64 features), never rounded.
         Kn = min(K, N)
-        old_ids, old_vals = self.graph.neighbors, self.graph.values
+        old_ids, old_vals = self.graph.neighbors, self.graph.values.to(sel_dtype)
         merged_ids = torch.empty((G0, K), dtype=torch.int32, device=dev)
-        merged_vals = torch.empty((G0, K), dtype=torch.float32, device=dev)
+        merged_vals = torch.empty((G0, K), dtype=sel_dtype, device=dev)
         for r0 in range(0, G0, bs):
             r1 = min(G0, r0 + bs)
             cv, ci = ops.knn_topk(self.features[r0:r1], new, Kn, self._graph_metric, largest, False, 0,
                                   self.precision)
-            vals = torch.cat([old_vals[r0:r1], cv.to(torch.float32)], dim=1)
+            vals = torch.cat([old_vals[r0:r1], cv.to(sel_dtype)], dim=1)
             ids = torch.cat([old_ids[r0:r1].to(torch.int64), ci + G0], dim=1)
             order = torch.sort(vals, dim=1, descending=largest, stable=True).indices[:, :K]
             merged_vals[r0:r1] = torch.gather(vals, 1, order)
@@ -235,9 +251,9 @@ class ICFRRIndex:
                 with ``depth`` the batch holds only (B, depth) candidate lists).
 
         Returns:
-            ``(D, I)``, or ``(D, I, H)`` with ``return_history``: D (Q, k) float32 re-ranked keys (for "l2": distances,
-            ascending; similarities, descending, otherwise), I (Q, k) int64 gallery ids, H (Q, T + 1, k) int64 (H[:, 0]
-            = initial ranking).
+            ``(D, I)``, or ``(D, I, H)`` with ``return_history``: D (Q, k) float32 (float64 for a float64 index
+            with precision "fp32") re-ranked keys (for "l2": distances, ascending; similarities, descending,
+            otherwise), I (Q, k) int64 gallery ids, H (Q, T + 1, k) int64 (H[:, 0] = initial ranking).
 
         Raises:
             TypeError / ValueError: bad arguments (see ``icfrr_fast.icfrr``), D mismatch, NaN/inf queries.
@@ -249,15 +265,20 @@ class ICFRRIndex:
         ops._check_int("k", k, 1, L, " (the candidate depth)")
         neighbors = self.graph.neighbors_for(self.k_g if k_g is None else k_g)
         largest = self.largest
-        B = max(1, SEARCH_BATCH_BYTES // (4 * G)) if batch_size is None else int(batch_size)
-        if B < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        if isinstance(beta, int) and not isinstance(beta, bool):
-            beta = float(beta)
+        if batch_size is not None:
+            _check_batch_size(batch_size)
+        B = max(1, SEARCH_BATCH_BYTES // (4 * G)) if batch_size is None else batch_size
+        beta = ops._check_beta(beta)
         dev = self.features.device
-        D_out = torch.empty((Q, k), dtype=torch.float32, device=dev)
-        I_out = torch.empty((Q, k), dtype=torch.int64, device=dev)
-        H_out = torch.empty((Q, iters + 1, k), dtype=torch.int64, device=dev) if return_history else None
+        score_dtype = ops._knn_out_dtype(q, self.precision)
+        # every argument checked before any output is allocated, whatever Q is (Q = 0 included): a (Q, G) view of
+        # one row stands in for the scores
+        ops._validate_icfrr_rerank(torch.empty((1, G), dtype=score_dtype, device=dev).expand(Q, G), neighbors, k_q,
+                                   beta, iters, semantics, largest, L, k, return_history, early_stop)
+        hint = ops._RERANK_MEMORY_HINT
+        D_out = ops._alloc((Q, k), score_dtype, dev, hint)
+        I_out = ops._alloc((Q, k), torch.int64, dev, hint)
+        H_out = ops._alloc((Q, iters + 1, k), torch.int64, dev, hint) if return_history else None
         for q0 in range(0, Q, B):
             qb = q[q0:q0 + B]
             if L == G:

@@ -141,6 +141,14 @@ def _knn_into(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_
             bar.close()
 
 
+def _check_batch_size(batch_size) -> None:
+    """A given batch_size (rows or queries per call) is an int >= 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int or None; got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+
+
 def _default_batch_rows(G: int, k: int, D: int) -> int:
     """Rows per fused call: at least 128 (each call re-packs y, G D copies, < 1% of its >= 128 G D FMAs) and at
     most what keeps the call's (rows, k) int64 ids + values near 64 MB."""

@@ -32,16 +32,29 @@ AT_K_VARIANTS = ("retrieved", "min_k_pos")
 def _check_labels(name: str, t: Tensor) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
-    if t.dtype.is_floating_point or t.dtype.is_complex:
-        raise TypeError(f"{name} must be an integer or bool tensor of class labels; got {t.dtype}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor; got layout {t.layout}")
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data); metrics need its values")
+    wide_unsigned = tuple(getattr(torch, d) for d in ("uint16", "uint32", "uint64") if hasattr(torch, d))
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype in wide_unsigned:
+        raise TypeError(f"{name} must be an integer (signed or uint8) or bool tensor of class labels; got {t.dtype}")
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D; got shape {tuple(t.shape)}")
 
 
 def _validate_evaluate(indices: Tensor, query_labels: Tensor, gallery_labels: Tensor, map_at: Sequence[int],
-                       precision_at: Sequence[int], ap: str, at_k: str) -> None:
+                       precision_at: Sequence[int], ap: str, at_k: str, chunk_size: int = 1) -> None:
     if not isinstance(indices, Tensor):
         raise TypeError(f"indices must be a torch.Tensor; got {type(indices).__name__}")
+    if indices.layout != torch.strided:
+        raise TypeError(f"indices must be a dense (strided) tensor; got layout {indices.layout}")
+    if indices.device.type == "meta":
+        raise ValueError("indices is a meta tensor (a shape without data); metrics need its values")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size must be an int; got {type(chunk_size).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
     if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
         raise TypeError(f"indices must be an integer tensor of gallery ids; got {indices.dtype}")
     if indices.dim() != 2:
@@ -56,13 +69,31 @@ def _validate_evaluate(indices: Tensor, query_labels: Tensor, gallery_labels: Te
         raise ValueError(f"indices must be gallery ids in [0, {G - 1}]; got ids in "
                          f"[{int(indices.min())}, {int(indices.max())}]")
     for name, ks in (("map_at", map_at), ("precision_at", precision_at)):
+        if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+            raise TypeError(f"{name} must be a sequence of positive ints; got {type(ks).__name__}")
         for K in ks:
-            if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-                raise ValueError(f"{name} must hold positive ints; got {K!r}")
+            if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K < 2**63:
+                raise ValueError(f"{name} must hold positive ints (< 2^63); got {K!r}")
     if ap not in AP_VARIANTS:
         raise ValueError(f"ap must be one of {AP_VARIANTS}; got {ap!r}")
     if at_k not in AT_K_VARIANTS:
         raise ValueError(f"at_k must be one of {AT_K_VARIANTS}; got {at_k!r}")
+
+
+def _check_distinct_rows(indices: Tensor, start: int) -> None:
+    """A ranking lists each gallery item at most once (a repeated id would count its relevance twice)."""
+    if indices.shape[1] < 2:
+        return
+    srt = torch.sort(indices, dim=1).values
+    dup = (srt[:, 1:] == srt[:, :-1]).any(dim=1).nonzero()
+    if dup.numel():
+        raise ValueError(f"indices row {start + int(dup[0, 0])} lists a gallery id twice; a ranking must hold "
+                         f"distinct ids")
+
+
+def _common_label_dtype(a: Tensor, b: Tensor) -> torch.dtype:
+    """A dtype holding every value of both label tensors (query 300 vs uint8 gallery labels must not wrap)."""
+    return torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.int64)
 
 
 def relevance(indices: Tensor, query_labels: Tensor, gallery_labels: Tensor) -> Tensor:
@@ -112,11 +143,15 @@ def evaluate(
         precision_at: the K of each P@K.
         ap: "non_interpolated" or "voc".
         at_k: mAP@K normaliser, "retrieved" or "min_k_pos".
-        chunk_size: queries per vectorised chunk (bounds memory to chunk_size x n).
+        chunk_size: queries per vectorised chunk (bounds memory to chunk_size x n), >= 1.
 
     Returns:
         dict with "mAP@all", "mAP@K" and "P@K" (floats in [0, 1]), "queries" (evaluated) and
         "queries_without_positive" (excluded).
+
+    Raises:
+        TypeError / ValueError: bad types or shapes, ids outside [0, G - 1], a row listing an id twice, K < 1,
+            chunk_size < 1, unknown ap / at_k. Labels are compared in a dtype that holds both (never wrapped).
 
     Example:
         >>> import torch
@@ -126,7 +161,9 @@ def evaluate(
         >>> round(m["mAP@all"], 4), m["P@2"]
         (0.8333, 0.5)
     """
-    _validate_evaluate(indices, query_labels, gallery_labels, map_at, precision_at, ap, at_k)
+    _validate_evaluate(indices, query_labels, gallery_labels, map_at, precision_at, ap, at_k, chunk_size)
+    label_dtype = _common_label_dtype(query_labels, gallery_labels)
+    query_labels, gallery_labels = query_labels.to(label_dtype), gallery_labels.to(label_dtype)
     Q, n = indices.shape
     n_pos_all = _positives_per_query(query_labels.cpu(), gallery_labels.cpu()).to(indices.device)
     valid = n_pos_all > 0
@@ -135,6 +172,7 @@ def evaluate(
     sums.update({f"P@{K}": 0.0 for K in precision_at})
     for start in range(0, Q, chunk_size):
         sl = slice(start, min(Q, start + chunk_size))
+        _check_distinct_rows(indices[sl], start)
         rel = relevance(indices[sl], query_labels[sl], gallery_labels)
         n_pos, ok = n_pos_all[sl], valid[sl]
         sums["mAP@all"] += float(average_precision(rel, n_pos, ap)[ok].sum())

@@ -41,6 +41,9 @@ KNN_METRICS = ("ip", "cosine", "l2", "l2sq")
 #: arithmetic of knn_topk: float32 (float64 for float64 inputs), or inputs rounded to bfloat16 + float32 sums
 KNN_PRECISIONS = ("fp32", "bf16")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_INT64 = 2**63 - 1
+#: iterations T of icfrr_rerank: far beyond any use, and T + 1 history rows stay a small int
+MAX_ITERS = 2**31 - 1
 #: devices with a native kernel per op; every other device runs the reference. Tests parametrise over this.
 KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "icfrr_candidates": ["cpu", "cuda"],
                   "knn_topk": ["cpu", "cuda"], "knn_scores": ["cpu"]}
@@ -49,18 +52,43 @@ KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"]
 _poison_outputs = False
 
 
-def _alloc(shape, dtype: torch.dtype, device) -> Tensor:
-    if not _poison_outputs:
-        return torch.empty(shape, dtype=dtype, device=device)
-    fill = float("nan") if dtype.is_floating_point else -(2**31) + 7
-    return torch.full(shape, fill, dtype=dtype, device=device)
+def _out_of_memory(e: BaseException, what: str, shape, dtype: torch.dtype, device, hint: str = "") -> BaseException:
+    """A MemoryError naming the bytes of the tensor that could not be allocated (torch reports a failed CPU
+    allocation as a RuntimeError), or ``e`` itself when it is not about memory."""
+    if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
+        return e
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return MemoryError(f"out of memory: {what} of shape {tuple(shape)} ({dtype}) needs {nbytes} bytes "
+                       f"({nbytes / 2**30:.1f} GiB) on {device}{hint}")
+
+
+def _alloc(shape, dtype: torch.dtype, device, hint: str = "") -> Tensor:
+    """An output tensor; MemoryError naming the bytes (and ``hint``, how to ask for less) when it cannot be had."""
+    try:
+        if not _poison_outputs:
+            return torch.empty(shape, dtype=dtype, device=device)
+        fill = float("nan") if dtype.is_floating_point else -(2**31) + 7
+        return torch.full(shape, fill, dtype=dtype, device=device)
+    except (RuntimeError, MemoryError) as e:
+        raise _out_of_memory(e, "an output", shape, dtype, device, hint) from None
+
+
+#: what to do when icfrr_rerank's outputs do not fit
+_RERANK_MEMORY_HINT = "; ask for fewer columns with k (results per query) or depth (candidates per query)"
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Shared checks (one definition per rule)
 # ------------------------------------------------------------------------------------------------------------------
-def _check_float_matrix(name: str, t: Tensor) -> None:
+def _check_dense_tensor(name: str, t) -> None:
+    """A torch.Tensor with the ordinary strided layout (sparse and other layouts are a TypeError)."""
     torch._check_type(isinstance(t, Tensor), lambda: f"{name} must be a torch.Tensor; got {type(t).__name__}")
+    torch._check_type(t.layout == torch.strided,
+                      lambda: f"{name} must be a dense (strided) tensor; got layout {t.layout} (use .to_dense())")
+
+
+def _check_float_matrix(name: str, t: Tensor) -> None:
+    _check_dense_tensor(name, t)
     torch._check_type(
         t.dtype in FLOAT_DTYPES,
         lambda: f"{name} must be a floating tensor (float16, bfloat16, float32 or float64); got {t.dtype}",
@@ -72,8 +100,19 @@ def _check_int(name: str, v, lo: int, hi: int | None = None, hint: str = "") -> 
     torch._check_type(
         isinstance(v, int) and not isinstance(v, bool), lambda: f"{name} must be an int; got {type(v).__name__}"
     )
+    if hi is None and v > MAX_INT64:  # beyond what an op's int argument can hold
+        hi = MAX_INT64
     rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
     torch._check_value(lo <= v and (hi is None or v <= hi), lambda: f"{name} must be in {rng}{hint}; got {v}")
+
+
+def _check_beta(beta) -> float:
+    """beta as a float: finite and >= 0 (an int too large for a float is a ValueError, not an OverflowError)."""
+    torch._check_type(isinstance(beta, (int, float)) and not isinstance(beta, bool),
+                      lambda: f"beta must be a float; got {type(beta).__name__}")
+    ok = beta >= 0 and (beta < 2**1023 if isinstance(beta, int) else math.isfinite(beta))
+    torch._check_value(ok, lambda: f"beta must be finite and >= 0; got {beta}")
+    return float(beta)
 
 
 def _check_bool(name: str, v) -> None:
@@ -92,9 +131,16 @@ def _check_k_and_self(k: int, rows: int, cols: int, exclude_self: bool, row_offs
                f" ({cols_name}" + (" - 1 with exclude_self)" if exclude_self else ")"))
 
 
+def _check_has_data(name: str, t: Tensor) -> None:
+    """A data check needs values: a meta tensor (shape only) is a ValueError."""
+    torch._check_value(t.device.type != "meta",
+                       lambda: f"{name} is a meta tensor (a shape without data); this call needs its values")
+
+
 def _check_finite(name: str, t: Tensor) -> None:
     """Data check, one pass without a temporary of t's size: min and max are finite iff every value is (NaN
     propagates through both)."""
+    _check_has_data(name, t)
     if t.numel():
         lo, hi = torch.aminmax(t)
         if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
@@ -102,11 +148,15 @@ def _check_finite(name: str, t: Tensor) -> None:
 
 
 def _as_kernel_float(t: Tensor) -> Tensor:
-    """float16/bfloat16 -> float32 (exact); unit stride along the last dimension."""
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.to(torch.float32)
-    if t.stride(-1) != 1 or t.stride(0) < t.shape[-1]:
-        t = t.contiguous()
+    """float16/bfloat16 -> float32 (exact); unit stride along the last dimension. A copy that does not fit is a
+    MemoryError with its size."""
+    try:
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.to(torch.float32)
+        if t.stride(-1) != 1 or t.stride(0) < t.shape[-1]:
+            t = t.contiguous()
+    except (RuntimeError, MemoryError) as e:
+        raise _out_of_memory(e, "a float32 / contiguous copy of the input", t.shape, torch.float32, t.device) from None
     return t
 
 
@@ -170,8 +220,7 @@ def _check_icfrr_flags(largest: bool, return_history: bool, early_stop: bool) ->
 
 def _check_graph(neighbors: Tensor, device: torch.device, rows: str) -> None:
     """neighbors: a 2-D int32 tensor on ``device``; ``rows`` names its row count in messages."""
-    torch._check_type(isinstance(neighbors, Tensor),
-                      lambda: f"neighbors must be a torch.Tensor; got {type(neighbors).__name__}")
+    _check_dense_tensor("neighbors", neighbors)
     torch._check_type(neighbors.dtype == torch.int32,
                       lambda: f"neighbors must be an int32 tensor (GalleryGraph stores it so); got {neighbors.dtype}")
     torch._check_value(neighbors.dim() == 2,
@@ -185,11 +234,9 @@ def _check_icfrr_params(k_q: int, beta: float, iters: int, semantics: str, K_g: 
     """k_g (= neighbors.shape[1]) against the gallery size G, then k_q, beta, iters, semantics and the capacity of
     the integer vote accumulators for up to L candidates (``L_name`` names L in messages)."""
     torch._check_value(1 <= K_g <= G - 1, lambda: f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {K_g}")
-    _check_int("k_q", k_q, 1)
-    torch._check_type(isinstance(beta, (int, float)) and not isinstance(beta, bool),
-                      lambda: f"beta must be a float; got {type(beta).__name__}")
-    torch._check_value(math.isfinite(beta) and beta >= 0, lambda: f"beta must be finite and >= 0; got {beta}")
-    _check_int("iters", iters, 0)
+    _check_int("k_q", k_q, 1, MAX_INT64)
+    _check_beta(beta)
+    _check_int("iters", iters, 0, MAX_ITERS)
     torch._check_type(isinstance(semantics, str), lambda: f"semantics must be a str; got {type(semantics).__name__}")
     torch._check_value(semantics in SEMANTICS, lambda: f"semantics must be one of {SEMANTICS}; got {semantics!r}")
     kq = min(k_q, L)
@@ -229,17 +276,38 @@ def _validate_icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: fl
         _check_id_range("gallery graph ids", neighbors, 0, G - 1, "G - 1")
 
 
+def _check_graph_rows(neighbors: Tensor) -> None:
+    """Every row i of a (G, K) graph holds distinct ids, none equal to i: one sort of the whole graph, for the paths
+    without the CPU kernel's lazy per-row check (the reference on any device, the CUDA kernels)."""
+    if neighbors.numel() == 0:
+        return
+    G = neighbors.shape[0]
+    rows = torch.arange(G, device=neighbors.device, dtype=neighbors.dtype)[:, None]
+    self_hit = (neighbors == rows).any(dim=1)
+    srt = torch.sort(neighbors, dim=1).values
+    dup = ((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any(dim=1)
+    bad = (self_hit | dup).nonzero()
+    if bad.numel():
+        r = int(bad[0, 0])
+        what = "lists the item itself" if bool(self_hit[r]) else "lists an id twice"
+        raise ValueError(f"gallery graph row {r} {what}; a row's neighbour ids must be distinct and a gallery item "
+                         f"must not be its own neighbour")
+
+
 @torch.library.custom_op("icfrr_fast::icfrr_rerank", mutates_args=())
 def icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: float, iters: int, semantics: str,
                  largest: bool, depth: int, k: int, return_history: bool,
                  early_stop: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """ICFRR re-ranking (DESIGN §2) of (Q, G) scores with a (G, K_g) int32 graph.
 
-    Returns values (Q, k) float32, indices (Q, k) int64, history (Q, T + 1, k) int64 (or (Q, 0, k) when
-    ``return_history`` is False).
+    Returns values (Q, k) with scores' dtype like ``torch.topk`` (keys computed in float64), indices (Q, k) int64,
+    history (Q, T + 1, k) int64 (or (Q, 0, k) when ``return_history`` is False). Graph rows must hold distinct ids,
+    none the row's own (ValueError otherwise: the CPU kernel checks each row the first time a voter reads it, the
+    other paths check the whole graph).
     """
     _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                            early_stop, check_data=True)
+    _check_graph_rows(neighbors)
     v, i, h = reference.icfrr_rerank(scores, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
                                      largest=largest, depth=depth, k=k, return_history=return_history,
                                      early_stop=early_stop)
@@ -253,7 +321,7 @@ def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_
     _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                            early_stop)
     Q = scores.shape[0]
-    values = scores.new_empty((Q, k), dtype=torch.float32)
+    values = scores.new_empty((Q, k), dtype=scores.dtype)
     indices = scores.new_empty((Q, k), dtype=torch.int64)
     history = scores.new_empty((Q, iters + 1 if return_history else 0, k), dtype=torch.int64)
     return values, indices, history
@@ -269,19 +337,27 @@ def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_
         cv, ci = _dense_topk_cpu(s, depth, largest, False, 0)
         v, i, h = _icfrr_candidates_cpu(cv, ci, neighbors, G, k_q, beta, iters, semantics, largest, k,
                                         return_history, early_stop)
-        return v.to(torch.float32), i, h
+        return v.to(scores.dtype), i, h
     C = _native.load()
     nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
-    values = _alloc((Q, k), torch.float32, s.device)
-    indices = _alloc((Q, k), torch.int64, s.device)
-    history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, s.device)
+    values, indices, history = _rerank_outputs(Q, k, iters, return_history, s.dtype, s.device)
     C.icfrr_rerank(
         scores=s.data_ptr(), scores_is_double=s.dtype == torch.float64, score_stride=s.stride(0), largest=largest,
         neighbors=nbr.data_ptr(), nbr_stride=nbr.stride(0), Q=Q, G=G, K_g=nbr.shape[1], k_q=k_q, beta=float(beta),
         iters=iters, paper=semantics == "paper", depth=depth, k=k, early_stop=early_stop,
         out_values=values.data_ptr(), out_indices=indices.data_ptr(),
         out_history=history.data_ptr() if return_history else 0, num_threads=_native.get_num_threads(),
+        values_is_double=values.dtype == torch.float64,
     )
+    return values.to(scores.dtype), indices, history
+
+
+def _rerank_outputs(Q: int, k: int, iters: int, return_history: bool, kernel_dtype: torch.dtype, device):
+    """values (Q, k) in the kernel's score dtype (float32/float64), indices (Q, k), history (Q, T + 1 or 0, k)."""
+    values = _alloc((Q, k), kernel_dtype, device, _RERANK_MEMORY_HINT)
+    indices = _alloc((Q, k), torch.int64, device, _RERANK_MEMORY_HINT)
+    history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, device,
+                     _RERANK_MEMORY_HINT + ", or return_history=False")
     return values, indices, history
 
 
@@ -292,7 +368,7 @@ def _validate_icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, g
                                beta: float, iters: int, semantics: str, largest: bool, k: int, return_history: bool,
                                early_stop: bool, check_data: bool = False) -> None:
     _check_float_matrix("scores", scores)
-    torch._check_type(isinstance(ids, Tensor), lambda: f"ids must be a torch.Tensor; got {type(ids).__name__}")
+    _check_dense_tensor("ids", ids)
     torch._check_type(ids.dtype in (torch.int32, torch.int64),
                       lambda: f"ids must be an int32 or int64 tensor; got {ids.dtype}")
     torch._check_value(ids.shape == scores.shape, lambda: f"ids must have scores' shape (Q, L) = "
@@ -353,6 +429,7 @@ def icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, gallery_siz
     """
     _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
                                return_history, early_stop, check_data=True)
+    _check_graph_rows(neighbors)
     v, i, h = reference.icfrr_candidates(scores, ids, neighbors, gallery_size=gallery_size, k_q=k_q, beta=beta,
                                          iters=iters, semantics=semantics, largest=largest, k=k,
                                          return_history=return_history, early_stop=early_stop)
@@ -380,9 +457,7 @@ def _icfrr_candidates_cpu(scores, ids, neighbors, gallery_size, k_q, beta, iters
     nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
     Q, L = s.shape
     out_dtype = _candidates_value_dtype(scores)
-    values = _alloc((Q, k), out_dtype, s.device)
-    indices = _alloc((Q, k), torch.int64, s.device)
-    history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, s.device)
+    values, indices, history = _rerank_outputs(Q, k, iters, return_history, out_dtype, s.device)
     _native.load().icfrr_candidates(
         scores=s.data_ptr(), scores_is_double=s.dtype == torch.float64, score_stride=s.stride(0), largest=largest,
         ids=ids_k.data_ptr(), ids_is_int64=ids_k.dtype == torch.int64, ids_stride=ids_k.stride(0),
@@ -420,6 +495,8 @@ def _validate_knn_inputs(x: Tensor, y: Tensor, metric: str, precision: str, chec
                        lambda: f"x and y must have the same feature dimension D; got {x.shape[1]} and {y.shape[1]}")
     torch._check_value(x.shape[1] >= 1, lambda: f"the feature dimension D must be >= 1; got {x.shape[1]}")
     torch._check_value(y.shape[0] >= 1, lambda: f"the gallery y must hold at least 1 item; got {y.shape[0]}")
+    torch._check_value(y.shape[0] < 2**31 - 1,
+                       lambda: f"the gallery y must hold fewer than 2^31 - 1 items; got {y.shape[0]}")
     torch._check_type(isinstance(metric, str), lambda: f"metric must be a str; got {type(metric).__name__}")
     torch._check_value(metric in KNN_METRICS, lambda: f"metric must be one of {KNN_METRICS}; got {metric!r}")
     torch._check_type(isinstance(precision, str), lambda: f"precision must be a str; got {type(precision).__name__}")
@@ -608,11 +685,9 @@ def _icfrr_rerank_cuda_build(scores, neighbors, k_q, beta, iters, semantics, lar
     nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
     Q, G = s.shape
     dev = s.device
-    values = _alloc((Q, k), torch.float32, dev)
-    indices = _alloc((Q, k), torch.int64, dev)
-    history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, dev)
+    values, indices, history = _rerank_outputs(Q, k, iters, return_history, s.dtype, dev)
     if Q == 0:
-        return values, indices, history
+        return values.to(scores.dtype), indices, history
     per_worker = C.icfrr_rerank_cuda_scratch_bytes(G=G, K_g=nbr.shape[1], k_q=k_q, depth=depth)
     workers = _cuda_workers(Q, per_worker, dev)
     scratch = torch.empty(workers * per_worker, dtype=torch.uint8, device=dev)  # stream-ordered reuse after return
@@ -622,20 +697,23 @@ def _icfrr_rerank_cuda_build(scores, neighbors, k_q, beta, iters, semantics, lar
         iters=iters, paper=semantics == "paper", depth=depth, k=k, early_stop=early_stop,
         out_values=values.data_ptr(), out_indices=indices.data_ptr(),
         out_history=history.data_ptr() if return_history else 0, scratch=scratch.data_ptr(), workers=workers,
-        stream=_cuda_stream(dev),
+        stream=_cuda_stream(dev), values_is_double=values.dtype == torch.float64,
     )
-    return values, indices, history
+    return values.to(scores.dtype), indices, history
 
 
 def _icfrr_rerank_cuda(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                        early_stop):
     _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                            early_stop, check_data=True)
+    _check_graph_rows(neighbors)  # one sort on the GPU; the CUDA kernels do not check rows themselves
     args = (k_q, float(beta), iters, semantics, largest, depth, k, return_history, early_stop)
     if _triton_available() and depth <= TRITON_MAX_DEPTH:
         from .triton.icfrr_rerank import icfrr_rerank_triton
 
-        return icfrr_rerank_triton(_as_kernel_float(scores), neighbors, *args, alloc=_alloc)
+        # the Triton kernel writes float32 values (float64 scores: keys rounded to float32, then widened)
+        v, i, h = icfrr_rerank_triton(_as_kernel_float(scores), neighbors, *args, alloc=_alloc)
+        return v.to(scores.dtype), i, h
     why = ("triton is not installed" if not _triton_available()
            else f"depth L = {depth} > {TRITON_MAX_DEPTH} candidates (Triton on-chip limit)")
     if _cuda_build_available():
@@ -659,6 +737,7 @@ def _icfrr_candidates_cuda(scores, ids, neighbors, gallery_size, k_q, beta, iter
     args = (gallery_size, k_q, float(beta), iters, semantics, largest, k, return_history, early_stop)
     L = scores.shape[1]
     if _triton_available() and L <= TRITON_MAX_DEPTH:
+        _check_graph_rows(neighbors)  # one sort on the GPU; the Triton kernel does not check rows itself
         from .triton.icfrr_candidates import icfrr_candidates_triton
 
         v, i, h = icfrr_candidates_triton(scores, ids, neighbors, *args, alloc=_alloc)

@@ -182,7 +182,9 @@ def icfrr_rerank(
         early_stop: stop a query once an iteration leaves its voter set unchanged.
 
     Returns:
-        values (Q, k) float32 final keys (negated back for ``largest=False``), indices (Q, k) int64, history or None.
+        values (Q, k) final keys (negated back for ``largest=False``) with scores' dtype, like ``torch.topk``
+        (float64 keys rounded to float32 first for float32/float16/bfloat16 scores), indices (Q, k) int64, history
+        or None.
     """
     Q, G = scores.shape
     L = G if depth is None else int(depth)
@@ -191,7 +193,8 @@ def icfrr_rerank(
     sign = 1.0 if largest else -1.0
     s_all = scores.to(torch.float64) * sign  # exact negation
     rank_of = _rank_matrix(neighbors)
-    values = torch.empty(Q, k_out, dtype=torch.float32, device=dev)
+    val_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32  # keys rounded as the kernels do
+    values = torch.empty(Q, k_out, dtype=val_dtype, device=dev)
     indices = torch.empty(Q, k_out, dtype=torch.int64, device=dev)
     history = torch.empty(Q, iters + 1, k_out, dtype=torch.int64, device=dev) if return_history else None
 
@@ -201,11 +204,11 @@ def icfrr_rerank(
         order = torch.sort(s, descending=True, stable=True).indices[:L]
         key, steps = _iterate_query(order, s[order], rank_of, G=G, k_q=k_q, beta=beta, iters=iters,
                                     semantics=semantics, early_stop=early_stop)
-        values[q] = (key[:k_out] * sign).to(torch.float32)
+        values[q] = (key[:k_out] * sign).to(val_dtype)
         indices[q] = steps[-1][:k_out]
         if history is not None:
             history[q] = torch.stack([st[:k_out] for st in steps])
-    return values, indices, history
+    return values.to(scores.dtype), indices, history
 
 
 def icfrr_candidates(

@@ -26,8 +26,8 @@ class ICFRRResult(tuple):
     """``(values, indices)`` like ``torch.topk``'s result, plus ``history`` (None unless requested).
 
     Attributes:
-        values: (Q, k) float32 final keys, best first (for ``largest=False``: re-ranked distances, ascending); with
-            candidate lists (``ids``), of the scores' dtype, padded with -inf (+inf for distances).
+        values: (Q, k) final keys with the scores' dtype, best first (for ``largest=False``: re-ranked distances,
+            ascending); with candidate lists (``ids``) padded with -inf (+inf for distances).
         indices: (Q, k) int64 gallery ids, best first (-1 past a row's candidates).
         history: (Q, T + 1, k) int64 order after every iteration ([:, 0] = initial ranking) or None.
     """
@@ -107,14 +107,16 @@ def icfrr(
         backend: "auto" (the registered op for the tensors' device) or "reference" (the dense oracle).
 
     Returns:
-        :class:`ICFRRResult` ``(values, indices)`` with ``history``. Values are float32; with ``ids`` they have
-        ``scores``' dtype.
+        :class:`ICFRRResult` ``(values, indices)`` with ``history``; values have ``scores``' dtype.
 
     Raises:
-        TypeError: non-tensor or integer/complex inputs.
+        TypeError: non-tensor, sparse or integer/complex inputs, arguments of the wrong type.
         ValueError: shape mismatches, G < 2, k_g not in [1, G - 1], k_q < 1, iters < 0, non-finite or negative
-            beta, NaN/inf scores, unknown semantics, out-of-range graph ids; with ``ids``: ids out of range,
-            repeated in a row or with padding before a candidate, NaN/inf scores of a candidate, ``depth`` given.
+            beta, NaN/inf scores, unknown semantics, out-of-range graph ids, a graph row listing an id twice or
+            its own id; with ``ids``: ids out of range, repeated in a row or with padding before a candidate,
+            NaN/inf scores of a candidate, ``depth`` given.
+        MemoryError: the (Q, k) outputs (and history) do not fit; the message gives the bytes (ask for a smaller
+            ``k`` or ``depth``).
 
     Example:
         >>> import torch, icfrr_fast
@@ -123,16 +125,14 @@ def icfrr(
         >>> res.indices.shape
         torch.Size([3, 50])
     """
-    if not isinstance(scores, Tensor):
-        raise TypeError(f"scores must be a torch.Tensor; got {type(scores).__name__}")
+    ops._check_dense_tensor("scores", scores)
     if scores.dim() != 2:
         raise ValueError(f"scores must be 2-D (Q, G); got shape {tuple(scores.shape)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool; got {type(largest).__name__}")
-    if isinstance(beta, int) and not isinstance(beta, bool):
-        beta = float(beta)
+    beta = ops._check_beta(beta)
     if ids is not None:
         if depth is not None:
             raise ValueError(f"depth cannot be combined with ids: the candidate lists set L (ids.shape[1]); "
@@ -152,7 +152,9 @@ def icfrr(
         if gallery.shape[0] != G:
             raise ValueError(f"gallery matrix is {gallery.shape[0]} x {gallery.shape[0]} but scores has G = {G} "
                              f"columns")
-        if isinstance(k_g, int) and not isinstance(k_g, bool) and not 1 <= k_g <= G - 1:
+        if isinstance(k_g, bool) or not isinstance(k_g, int):  # before the op schema sees it
+            raise TypeError(f"k_g must be an int; got {type(k_g).__name__}")
+        if not 1 <= k_g <= G - 1:
             raise ValueError(f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {k_g}")
         try:
             graph = GalleryGraph.from_distances(gallery, k_g, largest=largest)

@@ -141,14 +141,16 @@ def test_edge_cases(device, semantics, case):
                          ids=lambda d: f"dtype={str(d).split('.')[-1]}")
 def test_input_dtypes(dtype):
     """Half precision is widened exactly to float32 before the kernel: same result as the reference on the
-    widened scores."""
+    widened scores; values come back in the scores' dtype, like torch.topk."""
     gen = torch.Generator().manual_seed(1)
     scores = _scores(3, 50, gen, torch.float32).to(dtype)
     nb = _graph(50, 9, gen)
     got = ops.icfrr_rerank(scores, nb, 6, 0.5, 3, "reference", True, 50, 50, True, False)
+    assert got[0].dtype == dtype
     wide = scores.to(torch.float64 if dtype == torch.float64 else torch.float32)
     want = reference.icfrr_rerank(wide, nb, k_q=6, beta=0.5, iters=3, return_history=True)
-    _assert_same(got, want)
+    _assert_same(got, (want[0].to(dtype), want[1], want[2]))
+    _assert_same(got, reference.icfrr_rerank(scores, nb, k_q=6, beta=0.5, iters=3, return_history=True))
 
 
 def test_non_contiguous_inputs():
@@ -444,8 +446,10 @@ def test_ctrl_c_stops_a_long_call_promptly():
     G = 20000
     gen = torch.Generator().manual_seed(0)
     scores = torch.randn(3000, G, generator=gen)
-    nb = torch.randint(0, G, (G, 64), generator=gen, dtype=torch.int32)
-    nb[nb == torch.arange(G)[:, None]] = 0
+    # distinct ids per row, none the row's own: offsets from 64 disjoint strata of [1, G - 1]
+    width = (G - 1) // 64
+    offsets = 1 + torch.randint(0, width, (G, 64), generator=gen) + width * torch.arange(64)
+    nb = ((torch.arange(G)[:, None] + offsets) % G).to(torch.int32)
     icfrr_fast.set_num_threads(2)
     fired = {}
 

@@ -57,6 +57,13 @@ def _random_graph(G: int, K: int, gen: torch.Generator) -> torch.Tensor:
     return keys.argsort(dim=1)[:, :K].to(torch.int32)
 
 
+def _large_random_graph(G: int, K: int, gen: torch.Generator) -> torch.Tensor:
+    """(G, K) int32 rows of K distinct random other items without a (G, G) temporary: item i's neighbours are
+    i + o (mod G) for K distinct offsets o in [1, G - 1] drawn per row."""
+    offsets = torch.stack([torch.randperm(G - 1, generator=gen)[:K] + 1 for _ in range(G)])
+    return ((torch.arange(G)[:, None] + offsets) % G).to(torch.int32)
+
+
 def _scores(Q: int, G: int, gen: torch.Generator, kind: str, dtype=torch.float64) -> torch.Tensor:
     if kind == "tied":  # few distinct integer values: ties in the initial order and among the keys
         return torch.randint(0, 4, (Q, G), generator=gen).to(dtype)
@@ -112,8 +119,7 @@ def test_adversarial_cases(semantics, case):
         scores = scores * 1e-12
         scores[:, 3] = c["outlier"]
         scores[:, 5] = -c["outlier"]
-    nb = _random_graph(G, c["K"], gen) if G <= 1000 else torch.randint(0, G, (G, c["K"]), generator=gen,
-                                                                          dtype=torch.int32)
+    nb = _random_graph(G, c["K"], gen) if G <= 1000 else _large_random_graph(G, c["K"], gen)
     for early_stop in (False, True):
         for largest in (True, False):
             kw = dict(k_q=c["k_q"], beta=0.5, iters=c["iters"], semantics=semantics, largest=largest,
@@ -141,7 +147,7 @@ def test_float32_scores_and_default_dispatch(semantics):
     gen = torch.Generator().manual_seed(3)
     G, K = 5000, 4
     scores = torch.randn(3, G, generator=gen)
-    nb = torch.randint(0, G, (G, K), generator=gen, dtype=torch.int32)
+    nb = _large_random_graph(G, K, gen)
     kw = dict(k_q=40, beta=0.5, iters=5, semantics=semantics, k=50)
     default = _run(0, scores, nb, **kw)
     _assert_same(default, _run(TOUCHED, scores, nb, **kw))
@@ -152,7 +158,7 @@ def test_thread_count_does_not_change_results():
     gen = torch.Generator().manual_seed(4)
     G = 3000
     scores = torch.randn(6, G, generator=gen, dtype=torch.float64)
-    nb = torch.randint(0, G, (G, 6), generator=gen, dtype=torch.int32)
+    nb = _large_random_graph(G, 6, gen)
     outs = []
     for threads in (1, 2):
         icfrr_fast.set_num_threads(threads)

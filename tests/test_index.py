@@ -29,7 +29,7 @@ def test_search_equals_dense_icfrr(data, metric, semantics):
                            k=30, backend="reference")
     assert D.dtype == torch.float32 and I.dtype == torch.int64 and D.shape == (12, 30)
     assert_rankings_equal(I, res.indices)
-    torch.testing.assert_close(D, res.values, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(D, res.values.to(D.dtype), atol=1e-5, rtol=1e-5)
     if metric == "l2":
         assert bool((D[:, 1:] >= D[:, :-1]).all()), "l2: re-ranked distances ascend"
 

@@ -71,11 +71,49 @@ def save_checkpoint(path: Union[str, Path], *, model: torch.nn.Module, optimizer
 def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
+    A checkpoint is a user file like any other input: its structure (entries and their types, a model state of
+    tensors, a loop position of non-negative ints, RNG states) and its configuration (``Config.from_dict`` with every
+    range check, as for a config file) are validated before anything uses them.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a checkpoint of this format.
+        ValueError: not a checkpoint of this format, or a malformed one (the message names the entry).
     """
     obj = load_tensor_file(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path}: not an icfrr_fast training checkpoint (expected format {FORMAT!r})")
+    _validate_checkpoint(path, obj)
     return obj
+
+
+def _validate_checkpoint(path, obj: Dict[str, Any]) -> None:
+    from .config import Config
+
+    def bad(entry: str, why: str) -> ValueError:
+        return ValueError(f"{path}: malformed checkpoint: {entry} {why}")
+
+    for key, types in (("model", dict), ("optimizer", (dict, type(None))), ("scheduler", (dict, type(None))),
+                       ("scaler", (dict, type(None))), ("position", dict), ("rng", dict), ("config", dict),
+                       ("metrics", dict), ("best", dict)):
+        if key not in obj:
+            raise bad(repr(key), "is missing")
+        if not isinstance(obj[key], types):
+            raise bad(repr(key), f"has type {type(obj[key]).__name__}")
+    for name, value in obj["model"].items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise bad("'model'", f"must map parameter names to tensors; got {name!r}: {type(value).__name__}")
+    for key in ("epoch", "batch", "step"):
+        v = obj["position"].get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(f"position[{key!r}]", f"must be an int >= 0; got {v!r}")
+    rng = obj["rng"]
+    if not isinstance(rng.get("torch"), torch.Tensor) or rng["torch"].dtype != torch.uint8:
+        raise bad("rng['torch']", "must be a uint8 tensor (torch.get_rng_state())")
+    py = rng.get("python")
+    if not (isinstance(py, (tuple, list)) and len(py) == 3 and isinstance(py[1], (tuple, list))
+            and all(isinstance(x, int) for x in py[1])):
+        raise bad("rng['python']", "must be a random.getstate() tuple")
+    try:
+        Config.from_dict(obj["config"])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: malformed checkpoint: config: {e}") from None

@@ -6,7 +6,8 @@
 // the exact top k with ties to the smaller column (RankOrder's rule). If fewer than k
 // pass (an unlucky estimate), the row is redone with every column as a candidate, so the result is exact always:
 // the true top k all rank at or before the k-th best value, hence pass any threshold that >= k values pass.
-// Cost ~ C (filter) + 2 c (c ~ 2k candidates, two 8-bit radix passes) per row, no heap.
+// Cost ~ C (filter) + 2 c (c ~ 2k candidates, two 8-bit radix passes) per row, no heap. Per-thread buffers are
+// reserved at their largest size before the parallel region (OutOfMemory with the size, never an abort inside it).
 #include "icfrr/dense_topk.h"
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include "icfrr/order.h"
 #include "icfrr/parallel.h"
 #include "icfrr/radix_sort.h"
+#include "icfrr/scratch.h"
 #include "icfrr/simd.h"
 
 #if defined(__x86_64__)
@@ -221,8 +223,21 @@ template <typename T, bool LARGEST>
 bool run(const DenseTopKArgs& a, InterruptPoll poll) {
   const T* x = static_cast<const T*>(a.x);
   T* out_v = static_cast<T*>(a.out_values);
-  const int nt = a.num_threads < 1 ? 1 : a.num_threads;
+  const int nt = parallel_threads(a.R, a.num_threads, static_cast<double>(a.C));
+  // Every buffer at its largest size before the parallel region: select_row's resizes then never allocate.
   std::vector<RowScratch<T>> scratch(nt);
+  for (RowScratch<T>& s : scratch) {
+    try {
+      s.sample.reserve(kChunks * kChunk);
+      s.cand_v.reserve(a.C + 8);
+      s.cand_i.reserve(a.C + 8);
+      s.keys.reserve(a.C + 8);
+      s.tmp_keys.reserve(a.C + 8);
+      s.tmp_i.reserve(a.C + 8);
+    } catch (const std::bad_alloc&) {
+      throw OutOfMemory(nt * (a.C + 8) * static_cast<int64_t>(sizeof(T) + 16), "dense_topk's per-thread row scratch");
+    }
+  }
   return parallel_rows(a.R, nt, static_cast<double>(a.C), poll, [&](int64_t r, int tid) {
     const int64_t skip = a.exclude_self ? r + a.row_offset : -1;
     // rows go to threads one at a time, in turn: this thread's next row is about nt rows on

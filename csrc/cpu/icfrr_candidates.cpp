@@ -1,13 +1,9 @@
-// CPU driver of ICFRR over candidate lists: OpenMP over queries (dynamic schedule), one scratch buffer per thread
-// allocated once, the per-query algorithm from the shared host/device core (include/icfrr/icfrr_rerank_core.h) with
-// the candidate-list initial order.
+// CPU driver of ICFRR over candidate lists: the shared CPU loop over queries (include/icfrr/cpu_rerank_driver.h:
+// scratch before the OpenMP region, Ctrl-C before every iteration, graph-row checks of the voters) around the
+// per-query algorithm of the host/device core (include/icfrr/icfrr_rerank_core.h) with the candidate-list order.
 #include "icfrr/icfrr_candidates.h"
 
-#include <memory>
-#include <vector>
-
-#include "icfrr/icfrr_rerank_core.h"
-#include "icfrr/parallel.h"
+#include "icfrr/cpu_rerank_driver.h"
 
 namespace icfrr {
 namespace {
@@ -15,18 +11,8 @@ namespace {
 template <typename T, typename I, typename Acc>
 bool run_candidates(const RerankArgs& a, InterruptPoll poll) {
   const int64_t kq = a.k_q < a.depth ? a.k_q : a.depth;
-  const int nt = a.num_threads < 1 ? 1 : a.num_threads;
-  const int64_t bytes = rerank_scratch_bytes<Acc>(a);
-  std::vector<std::unique_ptr<uint64_t[]>> buffers(nt);  // uint64_t: 8-byte alignment
-  std::vector<RerankScratch<Acc>> scratch(nt);
   const double cost = static_cast<double>(a.depth) + static_cast<double>(a.iters) * kq * a.K_g;
-  return parallel_rows(a.Q, nt, cost, poll, [&](int64_t q, int tid) {
-    if (!buffers[tid]) {  // first query of this thread: allocate and lay out its scratch (O(N), zeroed once)
-      buffers[tid].reset(new uint64_t[(bytes + 7) / 8]);
-      scratch[tid] = rerank_scratch_carve<Acc>(buffers[tid].get(), a);
-    }
-    rerank_query<T, I, Acc>(a, q, scratch[tid]);
-  });
+  return run_rerank_queries<T, I, Acc>(a, poll, cost, "icfrr_candidates");
 }
 
 template <typename T, typename Acc>
@@ -45,8 +31,7 @@ bool dispatch_scores(const RerankArgs& a, InterruptPoll poll) {
 
 bool icfrr_candidates_cpu(const RerankArgs& a, InterruptPoll poll) {
   const int64_t kq = a.k_q < a.depth ? a.k_q : a.depth;  // the largest K_q' of any row: one packing for all
-  if (vote_packing_fits<uint32_t>(kq, a.K_g)) return dispatch_scores<uint32_t>(a, poll);
-  return dispatch_scores<uint64_t>(a, poll);
+  return with_vote_packing(kq, a.K_g, [&](auto acc) { return dispatch_scores<decltype(acc)>(a, poll); });
 }
 
 }  // namespace icfrr

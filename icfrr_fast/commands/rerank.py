@@ -5,9 +5,10 @@ Inputs use the common cache format of the released ICFRR code: ``qg_dists.pth`` 
 (Q,) and ``gallery`` (G,). ``.npy`` files work too. Files are untrusted: ``.pth`` loads with
 ``torch.load(weights_only=True)`` and ``.npy`` without pickle, so a file that would run code is refused.
 
-Queries are processed in chunks (``--chunk``), so per-iteration metrics never need all queries' histories at
-once. The output (``indices`` (Q, k) int64, ``values`` (Q, k) float32, the metrics and the settings) is written
-atomically: an interrupted run (Ctrl-C) leaves no partial file.
+Queries are processed in chunks (``--chunk``, made smaller when a chunk's per-iteration rankings would exceed
+``HISTORY_BUDGET_BYTES``), so per-iteration metrics never need all queries' histories at once, and only the requested
+``--k`` columns of each chunk are kept. The output (``indices`` (Q, k) int64, ``values`` (Q, k) in the scores'
+dtype, the metrics and the settings) is written atomically: an interrupted run (Ctrl-C) leaves no partial file.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+#: with labels, a chunk's (chunk, T + 1, L) int64 rankings (one per iteration) stay within this many bytes
+HISTORY_BUDGET_BYTES = 1 << 30
+
+
 def _resolve(args: argparse.Namespace, attr: str, default_name: str, required: bool) -> Optional[Path]:
     path = getattr(args, attr)
     if path is None and args.cache_dir is not None:
@@ -68,18 +73,43 @@ def _matrix(path: Path, name: str) -> torch.Tensor:
     return t
 
 
+def _label_vector(t, where: str) -> torch.Tensor:
+    """A 1-D integer (or bool) label tensor, or ValueError naming where it came from."""
+    if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+        raise ValueError(f"{where}: expected a 1-D tensor of int labels; got {type(t).__name__}")
+    if t.dim() != 1 or t.dtype.is_floating_point or t.dtype.is_complex:
+        raise ValueError(f"{where}: expected a 1-D tensor of int labels; got shape {tuple(t.shape)}, {t.dtype}")
+    return t
+
+
 def _load_labels(args: argparse.Namespace):
     labels_path = _resolve(args, "labels", "labels.pth", required=False)
     if labels_path is not None:
         d = _io.load_tensor_file(labels_path)
         if not isinstance(d, dict) or "query" not in d or "gallery" not in d:
             raise ValueError(f"{labels_path}: expected a dict with int tensors 'query' and 'gallery'")
-        return torch.as_tensor(d["query"]), torch.as_tensor(d["gallery"])
+        return (_label_vector(d["query"], f"{labels_path}['query']"),
+                _label_vector(d["gallery"], f"{labels_path}['gallery']"))
     if args.query_labels is not None or args.gallery_labels is not None:
         if args.query_labels is None or args.gallery_labels is None:
             raise ValueError("--query-labels and --gallery-labels go together")
-        return _matrix(args.query_labels, "query labels"), _matrix(args.gallery_labels, "gallery labels")
+        return (_label_vector(_matrix(args.query_labels, "query labels"), str(args.query_labels)),
+                _label_vector(_matrix(args.gallery_labels, "gallery labels"), str(args.gallery_labels)))
     return None
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything that does not need the data, before any file is read."""
+    for flag, v, lo in (("--chunk", args.chunk, 1), ("--k", args.k, 1), ("--depth", args.depth, 1),
+                        ("--threads", args.threads, 1), ("--k-g", args.k_g, 1), ("--k-q", args.k_q, 1),
+                        ("--iters", args.iters, 0)):
+        if v is not None and v < lo:
+            raise ValueError(f"{flag} must be >= {lo}; got {v}")
+    for flag, ks in (("--map-at", args.map_at), ("--precision-at", args.precision_at)):
+        if any(K < 1 for K in ks):
+            raise ValueError(f"{flag} must hold positive ints; got {ks}")
+    if args.out is not None and args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give a file name")
 
 
 def _progress(total: int, enabled: bool):
@@ -91,10 +121,9 @@ def _progress(total: int, enabled: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
     if args.threads is not None:
         _native.set_num_threads(args.threads)
-    if args.chunk < 1:
-        raise ValueError(f"--chunk must be >= 1; got {args.chunk}")
     qg = _matrix(_resolve(args, "qg", "qg_dists.pth", required=True), "qg_dists")
     gg = _matrix(_resolve(args, "gg", "gg_dists.pth", required=True), "gg_dists")
     labels = _load_labels(args)
@@ -115,21 +144,29 @@ def run(args: argparse.Namespace) -> int:
     t_graph = time.perf_counter() - t0
     del gg
     want_metrics = labels is not None
+    if args.depth is not None and args.depth > G:
+        raise ValueError(f"--depth must be in [1, G] = [1, {G}]; got {args.depth}")
     L = G if args.depth is None else args.depth
+    if args.k is not None and args.k > L:
+        raise ValueError(f"--k must be in [1, {L}] (the candidate depth); got {args.k}")
     k_out = L if args.k is None else args.k
+    chunk = args.chunk
+    if want_metrics:  # each query's rankings after every iteration: (T + 1) L int64 (+ values and indices)
+        chunk = max(1, min(chunk, HISTORY_BUDGET_BYTES // ((args.iters + 3) * L * 8)))
     indices, values = [], []
     sums: List[Dict[str, float]] = []
     counted = [0] * (args.iters + 1)
     bar = _progress(Q, not args.no_progress and sys.stderr.isatty())
     t0 = time.perf_counter()
-    for start in range(0, Q, args.chunk):
-        stop = min(Q, start + args.chunk)
-        # metrics need each iteration's full candidate list; the saved output keeps the first k_out
+    for start in range(0, Q, chunk):
+        stop = min(Q, start + chunk)
+        # metrics need each iteration's full candidate list; the saved output keeps copies of the first k_out
+        # columns, so the chunk's full (chunk, L) outputs are freed before the next chunk
         res = icfrr(qg[start:stop], graph, k_g=args.k_g, k_q=args.k_q, beta=args.beta, iters=args.iters,
                     semantics=args.semantics, largest=largest, depth=args.depth,
                     k=None if want_metrics else k_out, return_history=want_metrics, early_stop=args.early_stop)
-        indices.append(res.indices[:, :k_out])
-        values.append(res.values[:, :k_out])
+        indices.append(res.indices[:, :k_out].clone())
+        values.append(res.values[:, :k_out].clone())
         if want_metrics:
             for t in range(args.iters + 1):
                 m = evaluate(res.history[:, t], labels[0][start:stop], labels[1], map_at=tuple(args.map_at),
@@ -140,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
                 for key in sums[t]:
                     sums[t][key] += m[key] * n if n else 0.0
                 counted[t] += n
+        del res
         if bar is not None:
             bar.update(stop - start)
     if bar is not None:
@@ -160,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else (args.cache_dir or Path(".")) / "icfrr_rankings.pth"
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "command"}
     _io.atomic_save({"indices": torch.cat(indices) if indices else torch.empty(0, k_out, dtype=torch.int64),
-                     "values": torch.cat(values) if values else torch.empty(0, k_out),
+                     "values": torch.cat(values) if values else torch.empty(0, k_out, dtype=qg.dtype),
                      "metrics": metrics, "settings": settings}, out)
     print(f"saved {out}")
     return 0

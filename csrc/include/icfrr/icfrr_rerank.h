@@ -42,7 +42,10 @@ struct RerankArgs {
 };
 
 /// Run ICFRR for all queries (OpenMP over queries, dynamic schedule). Returns false when interrupted (outputs are
-/// then incomplete and must be discarded).
+/// then incomplete and must be discarded); polls `poll` inside each query's iterations too, so one long query stops
+/// promptly. Throws OutOfMemory (scratch allocated before the parallel region, its size in the message) and
+/// std::invalid_argument when a voter's graph row holds a duplicate id or the row's own id (checked once per row
+/// and call, see graph_check.h).
 bool icfrr_rerank_cpu(const RerankArgs& args, InterruptPoll poll);
 
 }  // namespace icfrr

@@ -409,11 +409,20 @@ ICFRR_HD int64_t first_order(const RerankArgs& a, int64_t q, const RerankScratch
 
 }  // namespace detail
 
+/// What a driver may hook into a query's iterations; the default does nothing (the CUDA driver). Before each
+/// iteration `voters(order, kq)` sees the voters (the CPU driver checks their graph rows, graph_check.h) and
+/// `stop()` is polled (Ctrl-C): when it returns true the query ends at once without writing its outputs.
+struct NoQueryHooks {
+  ICFRR_HD void voters(const int32_t*, int64_t) {}
+  ICFRR_HD bool stop() { return false; }
+};
+
 /// Re-rank query q: writes out_values[q], out_indices[q] (and out_history[q] when set). T: float or double scores;
 /// I: DenseRows for dense scores, the id type (int32_t / int64_t) for candidate lists; Acc: the vote packing chosen by
-/// vote_packing_fits. Leaves the scratch invariants (acc = 0, pos = -1, boosted = 0) as it found them.
-template <typename T, typename I, typename Acc>
-ICFRR_HD void rerank_query(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w) {
+/// vote_packing_fits. Leaves the scratch invariants (acc = 0, pos = -1, boosted = 0) as it found them. Returns false
+/// when hooks.stop() ended it (outputs of q not written).
+template <typename T, typename I, typename Acc, typename Hooks = NoQueryHooks>
+ICFRR_HD bool rerank_query(const RerankArgs& a, int64_t q, const RerankScratch<Acc>& w, Hooks hooks = Hooks()) {
   detail::IterState st;
   st.L = detail::first_order<T>(a, q, w, static_cast<const I*>(nullptr));
   const int64_t L = st.L;
@@ -423,25 +432,29 @@ ICFRR_HD void rerank_query(const RerankArgs& a, int64_t q, const RerankScratch<A
   st.first = true;
   const bool full = !a.ids && L == a.G;
   int64_t t = L > 0 ? 1 : 0;  // a candidate row without candidates: nothing to iterate, history -1 throughout
+  bool stopped = false;
   for (; t <= a.iters && L > 0; ++t) {
+    hooks.voters(w.order, kq);
+    if ((stopped = hooks.stop())) break;
     const detail::IterResult r = full ? detail::iterate<true>(a, kq, w, st) : detail::iterate<false>(a, kq, w, st);
     if (a.out_history) detail::write_history(a, w, L, q, t);
     const bool fixed_point = !a.paper && !r.changed;  // exact: every later iteration repeats this one
     if (fixed_point || (a.early_stop && r.voters_unchanged)) break;
   }
-  if (a.out_history)
+  if (a.out_history && !stopped)
     for (int64_t rest = t + 1; rest <= a.iters; ++rest) detail::write_history(a, w, L, q, rest);
   if (full) detail::clear_votes<true>(a, kq, w, st);
   else detail::clear_votes<false>(a, kq, w, st);
   const double sign = a.largest ? 1.0 : -1.0;
   const double pad = -sign * __builtin_huge_val();  // past the last candidate: the worst value, like torch.topk's
-  for (int64_t p = 0; p < a.k; ++p) {
+  for (int64_t p = 0; p < a.k && !stopped; ++p) {
     const double v = p < L ? sign * w.cur[p] : pad;
     if (a.values_is_double) static_cast<double*>(a.out_values)[q * a.k + p] = v;
     else static_cast<float*>(a.out_values)[q * a.k + p] = static_cast<float>(v);
     a.out_indices[q * a.k + p] = p < L ? w.order[p] : -1;
   }
   for (int64_t p = 0; p < L; ++p) w.pos[w.order[p]] = -1;
+  return !stopped;
 }
 
 }  // namespace icfrr

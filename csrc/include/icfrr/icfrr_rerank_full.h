@@ -187,22 +187,26 @@ class FullDepthQuery {
       : a_(a), q_(q), w_(w), s_(static_cast<const T*>(a.scores) + q * a.score_stride),
         sign_(a.largest ? T(1) : T(-1)), G_(a.G), kq_(w.kq), okey_(reinterpret_cast<T*>(w.okey_store.data())) {}
 
-  void run() {
+  /// Returns false when hooks.stop() ended the query (its outputs are then not written).
+  template <typename Hooks>
+  bool run(Hooks& hooks) {
     initial_order();
     if (a_.out_history) write_history(0);
     int64_t t = 1;
-    bool ran = false;
+    bool ran = false, stopped = false;
     for (; t <= a_.iters; ++t) {
+      if ((stopped = hooks.stop())) break;
       bool changed = false, voters_unchanged = false;
-      iterate(changed, voters_unchanged);
+      iterate(changed, voters_unchanged, hooks);
       ran = true;
       if (a_.out_history) write_history(t);
       if ((!a_.paper && !changed) || (a_.early_stop && voters_unchanged)) break;
     }
-    if (a_.out_history)
+    if (a_.out_history && !stopped)
       for (int64_t rest = t + 1; rest <= a_.iters; ++rest) write_history(rest);
-    write_output(ran);
+    if (!stopped) write_output(ran);
     for (int64_t i = 0; i < M_; ++i) w_.tidx[w_.t_id[i]] = -1;
+    return !stopped;
   }
 
  private:
@@ -472,12 +476,14 @@ class FullDepthQuery {
   }
 
   // ---- step 2: one iteration ----
-  void iterate(bool& changed, bool& voters_unchanged) {
+  template <typename Hooks>
+  void iterate(bool& changed, bool& voters_unchanged, Hooks& hooks) {
     FullDepthScratch<Acc>& w = w_;
     const int64_t kq = kq_, K_g = a_.K_g;
     const T* okey = okey_;
     int32_t* voters = w.voters.data();
     walk(kq, [voters](int64_t p, int32_t id, int64_t) { voters[p] = id; });
+    hooks.voters(voters, kq);  // e.g. the CPU driver's graph-row check
     // 2a. votes (exact packed integers), then each voted id once, clearing acc as it goes
     Acc* acc = w.acc.data();
     for (int64_t p = 0; p < kq; ++p) {
@@ -718,10 +724,11 @@ class FullDepthQuery {
 
 }  // namespace detail
 
-/// Re-rank query q at full depth (a.depth == a.G) with the touched-set algorithm; same outputs as rerank_query.
-template <typename T, typename Acc>
-void rerank_query_full(const RerankArgs& a, int64_t q, FullDepthScratch<Acc>& w) {
-  detail::FullDepthQuery<T, Acc>(a, q, w).run();
+/// Re-rank query q at full depth (a.depth == a.G) with the touched-set algorithm; same outputs as rerank_query,
+/// and the same hooks (see NoQueryHooks in icfrr_rerank_core.h). Returns false when hooks.stop() ended it.
+template <typename T, typename Acc, typename Hooks>
+bool rerank_query_full(const RerankArgs& a, int64_t q, FullDepthScratch<Acc>& w, Hooks hooks) {
+  return detail::FullDepthQuery<T, Acc>(a, q, w).run(hooks);
 }
 
 }  // namespace icfrr

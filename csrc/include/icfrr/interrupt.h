@@ -27,6 +27,9 @@ class Interrupter {
 
   bool interrupted() const { return stop_.load(std::memory_order_relaxed); }
 
+  /// Stop every thread at its next poll (an error on one thread; not a user interrupt, see parallel_rows).
+  void cancel() { stop_.store(true, std::memory_order_relaxed); }
+
  private:
   InterruptPoll poll_;
   std::chrono::steady_clock::time_point last_;

@@ -20,6 +20,7 @@
 #endif
 
 #include "order.h"
+#include "scratch.h"
 
 namespace icfrr {
 
@@ -29,9 +30,13 @@ class TopKBuffer {
   using Order = RankOrder<LARGEST>;
 
   /// k: results kept; max_run: the longest run ever passed to push_run (sizes the buffer to 2k + max_run).
+  /// All memory is allocated here (OutOfMemory names the bytes): push_run and finalize never allocate, so they are
+  /// safe inside a parallel region, even under a lock.
   TopKBuffer(int64_t k, int64_t max_run) : k_(k), cap_(2 * k + max_run) {
-    vals_.resize(cap_);
-    ids_.resize(cap_);
+    resize_or_throw(vals_, cap_, "top-k collector values");
+    resize_or_throw(ids_, cap_, "top-k collector ids");
+    resize_or_throw(work_, (cap_ * static_cast<int64_t>(sizeof(T) > 4 ? sizeof(T) : 4) + 7) / 8,
+                    "top-k collector workspace");
   }
 
   /// Forget everything collected so far (keeps the allocation).
@@ -89,19 +94,17 @@ class TopKBuffer {
   template <typename VOut, typename IOut>
   void finalize(VOut* out_vals, IOut* out_ids) {
     if (n_ > k_) cut();
-    static thread_local std::vector<int32_t> order_;  // scratch shared by the thread's collectors
-    order_.resize(n_);
+    int32_t* order_ = reinterpret_cast<int32_t*>(work_.data());  // n_ <= k entries
     for (int64_t m = 0; m < n_; ++m) order_[m] = static_cast<int32_t>(m);
     const T* v = vals_.data();
     const int64_t* id = ids_.data();
     if constexpr (ANY_ORDER) {
-      std::sort(order_.begin(), order_.end(),
+      std::sort(order_, order_ + n_,
                 [v, id](int32_t a, int32_t b) { return Order::before(v[a], id[a], v[b], id[b]); });
     } else {
-      // The buffer is in increasing index order (appends follow the scan, cuts compact stably), so a stable sort
-      // by value alone gives the (value, smaller index) order.
-      std::stable_sort(order_.begin(), order_.end(),
-                       [v](int32_t a, int32_t b) { return Order::value_before(v[a], v[b]); });
+      // The buffer is in increasing index order (appends follow the scan, cuts compact stably), so sorting by
+      // (value, buffer position) gives the (value, smaller index) order (std::stable_sort would allocate).
+      std::sort(order_, order_ + n_, [v](int32_t a, int32_t b) { return Order::before(v[a], a, v[b], b); });
     }
     for (int64_t m = 0; m < n_; ++m) {
       out_vals[m] = static_cast<VOut>(vals_[order_[m]]);
@@ -131,12 +134,9 @@ class TopKBuffer {
   /// in place, stably: every value better than t, and of those equal to t the smallest indices up to k (in index
   /// order these are simply the first ones; with ANY_ORDER the cut-off index is selected explicitly).
   void cut() {
-    static thread_local std::vector<T> scratch_;  // shared by the thread's collectors (one cut at a time)
-    static thread_local std::vector<int64_t> eq_ids_;
-    scratch_.resize(n_);
-    std::copy(vals_.begin(), vals_.begin() + n_, scratch_.begin());
-    std::nth_element(scratch_.begin(), scratch_.begin() + (k_ - 1), scratch_.begin() + n_,
-                     [](T a, T b) { return Order::value_before(a, b); });
+    T* scratch_ = reinterpret_cast<T*>(work_.data());  // n_ <= cap_ values
+    std::copy(vals_.begin(), vals_.begin() + n_, scratch_);
+    std::nth_element(scratch_, scratch_ + (k_ - 1), scratch_ + n_, [](T a, T b) { return Order::value_before(a, b); });
     const T t = scratch_[k_ - 1];
     int64_t better = 0, equal = 0;
     for (int64_t m = 0; m < n_; ++m) {
@@ -146,11 +146,12 @@ class TopKBuffer {
     int64_t equal_left = k_ - better;
     int64_t max_equal_id = std::numeric_limits<int64_t>::max();
     if (ANY_ORDER && equal > equal_left) {
-      eq_ids_.clear();
+      int32_t* eq_ids = reinterpret_cast<int32_t*>(work_.data());  // ids < 2^31 (validated); the values are done
+      int64_t n_eq = 0;
       for (int64_t m = 0; m < n_; ++m)
-        if (vals_[m] == t) eq_ids_.push_back(ids_[m]);
-      std::nth_element(eq_ids_.begin(), eq_ids_.begin() + (equal_left - 1), eq_ids_.end());
-      max_equal_id = eq_ids_[equal_left - 1];
+        if (vals_[m] == t) eq_ids[n_eq++] = static_cast<int32_t>(ids_[m]);
+      std::nth_element(eq_ids, eq_ids + (equal_left - 1), eq_ids + n_eq);
+      max_equal_id = eq_ids[equal_left - 1];
     }
     int64_t w = 0;
     for (int64_t m = 0; m < n_; ++m) {
@@ -171,6 +172,7 @@ class TopKBuffer {
   T thr_ = worst();
   std::vector<T> vals_;
   std::vector<int64_t> ids_;
+  std::vector<uint64_t> work_;  ///< cut's copy of the values, its tied ids, finalize's order (int32)
 };
 
 }  // namespace icfrr

@@ -31,7 +31,9 @@ struct VotePacking<uint64_t> {
   static constexpr uint64_t kMaxRankSum = (1ull << 40) - 1;
 };
 
-/// True when the packed word of type Acc can hold K_q' votes of ranks < K_g without overflow.
+/// True when the packed word of type Acc can hold K_q' votes of ranks < K_g without overflow. This bounds the votes
+/// only because a voter votes at most once per item: graph rows hold distinct ids, which the CPU driver checks for
+/// every row it reads (graph_check.h) and the other paths check up front (icfrr_fast.ops._check_graph_rows).
 template <typename Acc>
 ICFRR_HD bool vote_packing_fits(int64_t kq, int64_t k_g) {
   return static_cast<uint64_t>(kq) <= VotePacking<Acc>::kMaxCount &&
