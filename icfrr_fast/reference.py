@@ -184,3 +184,91 @@ def icfrr_rerank(
         if history is not None:
             history[q] = torch.stack([st[:k_out] for st in steps])
     return values, indices, history
+
+
+# ==================================================================================================================
+# Re-rankers ICFRR is compared with (icfrr_fast.rerankers): dense oracles, written the way the published
+# implementations compute them -- N x N (or Q x G) matrices, full sorts, per-row loops.
+# ==================================================================================================================
+def _sort_by_final(final: Tensor, tie: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """Per row: columns by ``final`` ascending, ties by ``tie`` ascending, then the smaller column; the first k."""
+    p = torch.sort(tie, dim=1, stable=True).indices
+    p = torch.gather(p, 1, torch.sort(torch.gather(final, 1, p), dim=1, stable=True).indices)[:, :k]
+    return torch.gather(final, 1, p), p
+
+
+def _k_reciprocal_dense(D: Tensor, Q: int, k1: int, k2: int, lambda_value: float, k: Optional[int],
+                        self_first: bool) -> Tuple[Tensor, Tensor]:
+    """k-reciprocal re-ranking of the N = Q + G items whose squared distances D (N, N) float32 hold, row i = item i
+    (queries first). See icfrr_fast.rerankers.k_reciprocal for the definition; this is the shared re-ID function's
+    computation: dense N x N original distances, a full argsort per row, dense N x N encodings, loops per item."""
+    N = D.shape[0]
+    G = N - Q
+    original = D / D.max(dim=1, keepdim=True).values  # each row divided by its largest value (float32)
+    key = D.clone()
+    if self_first:
+        key.fill_diagonal_(-1.0)  # the item itself ranks first (D >= 0 elsewhere)
+    initial_rank = torch.argsort(key, dim=1, stable=True)  # ties -> smaller index
+
+    def reciprocal(i: int, width: int) -> Tensor:
+        forward = initial_rank[i, :width]
+        backward = initial_rank[forward, :width]
+        return forward[(backward == i).any(dim=1)]
+
+    half = int(round(k1 / 2)) + 1
+    V = torch.zeros((N, N), dtype=torch.float32)
+    for i in range(N):
+        r_i = reciprocal(i, k1 + 1)
+        expansion = r_i
+        for c in r_i.tolist():
+            r_c = reciprocal(c, half)
+            if int(torch.isin(r_c, r_i).sum()) > 2.0 / 3.0 * len(r_c):
+                expansion = torch.cat([expansion, r_c])
+        expansion = torch.unique(expansion)
+        weight = torch.exp(-original[i, expansion]).to(torch.float64)
+        V[i, expansion] = (weight / weight.sum()).to(torch.float32)
+    if k2 != 1:
+        V_qe = torch.zeros_like(V)
+        for i in range(N):
+            V_qe[i] = (V[initial_rank[i, :k2]].to(torch.float64).sum(dim=0) / min(k2, N)).to(torch.float32)
+        V = V_qe
+    VT = V.T.contiguous()
+    inv_index = [torch.nonzero(VT[l]).squeeze(1) for l in range(N)]  # items whose encoding holds l
+    jaccard = torch.ones((Q, N), dtype=torch.float64)
+    for i in range(Q):
+        temp_min = torch.zeros(N, dtype=torch.float64)
+        for l in torch.nonzero(V[i]).squeeze(1).tolist():
+            items = inv_index[l]
+            temp_min[items] += torch.minimum(V[i, l], V[items, l]).to(torch.float64)
+        jaccard[i] = 1.0 - temp_min / (2.0 - temp_min)
+    orig_qg = original[:Q, Q:]
+    final = (1.0 - lambda_value) * jaccard[:, Q:] + lambda_value * orig_qg.to(torch.float64)
+    values, indices = _sort_by_final(final, orig_qg, G if k is None else k)
+    return values.to(torch.float32), indices
+
+
+def k_reciprocal(q_g: Tensor, q_q: Tensor, g_g: Tensor, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                 k: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """k-reciprocal re-ranking (Zhong et al., CVPR 2017) from dense distances, as the shared re-ID function does it:
+    the (Q + G)^2 matrix [[q_q, q_g], [q_g^T, g_g]] squared in float32 and read by columns, each divided by its
+    largest value, then the dense steps of :func:`_k_reciprocal_dense`.
+
+    Returns:
+        values (Q, k) float32 final distances ascending (ties: original distance, then smaller id), indices (Q, k).
+    """
+    M = torch.cat([torch.cat([q_q, q_g], dim=1), torch.cat([q_g.T, g_g], dim=1)])
+    D = (M * M).to(torch.float32).T.contiguous()
+    return _k_reciprocal_dense(D, q_g.shape[0], k1, k2, lambda_value, k, self_first=False)
+
+
+def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2", k1: int = 20, k2: int = 6,
+                          lambda_value: float = 0.3, k: int = 100) -> Tuple[Tensor, Tensor]:
+    """k-reciprocal re-ranking from features: D = squared Euclidean distances of the float32 features (L2-normalised
+    for "cosine") computed densely in float64 and rounded to float32, D(i, i) = 0 and the item itself first."""
+    x = torch.cat([query, gallery]).to(torch.float32)
+    if metric == "cosine":
+        n = x.norm(dim=1, keepdim=True)
+        x = torch.where(n > 0, x / n.clamp_min(torch.finfo(torch.float32).tiny), x)
+    D = knn_scores(x, x, "l2sq").to(torch.float32)
+    D.fill_diagonal_(0.0)
+    return _k_reciprocal_dense(D, query.shape[0], k1, k2, lambda_value, k, self_first=True)
