@@ -272,3 +272,44 @@ def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2",
     D = knn_scores(x, x, "l2sq").to(torch.float32)
     D.fill_diagonal_(0.0)
     return _k_reciprocal_dense(D, query.shape[0], k1, k2, lambda_value, k, self_first=True)
+
+
+def _expand_dense(x: Tensor, y: Tensor, sims: Tensor, top: int, alpha: float, exclude_self: bool) -> Tensor:
+    """normalise(x_i + sum over the top rows of y by sims (R, G) of max(s, 0)^alpha y_j), float64, one row a time."""
+    out = torch.empty_like(x, dtype=torch.float64)
+    for i in range(x.shape[0]):
+        order = torch.sort(sims[i], descending=True, stable=True).indices
+        if exclude_self:
+            order = order[order != i]
+        nb = order[:top]
+        w = sims[i, nb].clamp_min(0.0) ** alpha if alpha != 0 else torch.ones(top, dtype=torch.float64)
+        v = x[i].to(torch.float64) + (w[:, None] * y[nb].to(torch.float64)).sum(dim=0)
+        n = v.norm()
+        out[i] = v / n if n > 0 else v
+    return out
+
+
+def alpha_qe(query: Tensor, gallery: Tensor, *, top: int = 10, alpha: float = 3.0,
+             k: int = 100) -> Tuple[Tensor, Tensor]:
+    """alpha-QE (AQE for alpha = 0) with dense (Q, G) float64 similarities and full sorts: q' = normalise(q + sum of
+    the top gallery items weighted by max(s, 0)^alpha), then the gallery ranked by q' . g (descending, ties -> smaller
+    id). Returns values (Q, k) float32, indices (Q, k) int64."""
+    g = gallery.to(torch.float32).to(torch.float64)
+    q = query.to(torch.float32).to(torch.float64)
+    qx = _expand_dense(q, g, q @ g.T, top, alpha, exclude_self=False)
+    v, i = dense_topk(qx.to(torch.float32).to(torch.float64) @ g.T, k, largest=True)
+    return v.to(torch.float32), i
+
+
+def dba(query: Tensor, gallery: Tensor, *, top: int = 10, alpha: float = 0.0, k: int = 100) -> Tuple[Tensor, Tensor]:
+    """Database-side augmentation with a dense (G, G) float64 similarity matrix and full sorts: each gallery item
+    replaced by normalise(g_j + its top other items weighted by max(s, 0)^alpha), then queries ranked by q . g'."""
+    g = gallery.to(torch.float32).to(torch.float64)
+    g2 = _expand_dense(g, g, g @ g.T, top, alpha, exclude_self=True).to(torch.float32).to(torch.float64)
+    v, i = dense_topk(query.to(torch.float32).to(torch.float64) @ g2.T, k, largest=True)
+    return v.to(torch.float32), i
+
+
+def aqe(query: Tensor, gallery: Tensor, *, top: int = 10, k: int = 100) -> Tuple[Tensor, Tensor]:
+    """Average query expansion: :func:`alpha_qe` with alpha = 0."""
+    return alpha_qe(query, gallery, top=top, alpha=0.0, k=k)

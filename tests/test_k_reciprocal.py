@@ -175,7 +175,7 @@ def _bad_calls():
         (dict(k1=0), ValueError, r"k1 must be in >= 1"),
         (dict(k1=2.0), TypeError, "k1 must be an int"),
         (dict(k2=0), ValueError, r"k2 must be in >= 1"),
-        (dict(lambda_value=1.5), ValueError, r"lambda_value must be in \[0.0, 1.0\]"),
+        (dict(lambda_value=1.5), ValueError, r"lambda_value must be finite and in \[0.0, 1.0\]"),
         (dict(lambda_value="a"), TypeError, "lambda_value must be a float"),
         (dict(k=11), ValueError, r"k must be in \[1, 10\]"),
         (dict(q_g=torch.zeros(3, 10), q_q=torch.zeros(3, 3), g_g=torch.zeros(10, 10)), ValueError,

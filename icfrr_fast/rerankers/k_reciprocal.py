@@ -29,13 +29,13 @@ and sorts).
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .. import ops
+from ._checks import check_features, check_real, unit_rows
 
 __all__ = ["k_reciprocal", "k_reciprocal_features", "K_RECIPROCAL_METRICS"]
 
@@ -52,12 +52,6 @@ _PAIRS_PER_BLOCK = 1 << 22
 # ----------------------------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------------------------
-def _check_real(name: str, v, lo: float, hi: float) -> None:
-    torch._check_type(isinstance(v, (int, float)) and not isinstance(v, bool),
-                      lambda: f"{name} must be a float; got {type(v).__name__}")
-    torch._check_value(math.isfinite(v) and lo <= v <= hi, lambda: f"{name} must be in [{lo}, {hi}]; got {v}")
-
-
 def _validate_k_reciprocal(k1, k2, lambda_value, k, *, q_g: Optional[Tensor] = None, q_q: Optional[Tensor] = None,
                            g_g: Optional[Tensor] = None, query: Optional[Tensor] = None,
                            gallery: Optional[Tensor] = None, metric: Optional[str] = None) -> None:
@@ -76,29 +70,21 @@ def _validate_k_reciprocal(k1, k2, lambda_value, k, *, q_g: Optional[Tensor] = N
             torch._check_value(t.device == q_g.device, lambda: f"{name} must be on q_g's device {q_g.device}; "
                                f"got {t.device}")
     else:
-        ops._check_float_matrix("query", query)
-        ops._check_float_matrix("gallery", gallery)
-        torch._check_value(query.shape[1] == gallery.shape[1], lambda: "query and gallery must have the same "
-                           f"feature dimension D; got {query.shape[1]} and {gallery.shape[1]}")
-        torch._check_value(query.shape[1] >= 1, lambda: f"the feature dimension D must be >= 1; got {query.shape[1]}")
-        torch._check_value(query.device == gallery.device, lambda: "query and gallery must be on one device; got "
-                           f"{query.device} and {gallery.device}")
+        check_features(query, gallery)
         torch._check_type(isinstance(metric, str), lambda: f"metric must be a str; got {type(metric).__name__}")
         torch._check_value(metric in K_RECIPROCAL_METRICS,
                            lambda: f"metric must be one of {K_RECIPROCAL_METRICS}; got {metric!r}")
         Q, G = query.shape[0], gallery.shape[0]
-        torch._check_value(G >= 1, lambda: f"gallery must hold at least one item; got {G}")
     ops._check_int("k1", k1, 1)
     ops._check_int("k2", k2, 1)
-    _check_real("lambda_value", lambda_value, 0.0, 1.0)
+    check_real("lambda_value", lambda_value, 0.0, 1.0)
     if k is not None:
         ops._check_int("k", k, 1, G, " (the gallery size)")
     N = Q + G
     torch._check_value(N < 2**31 - 1, lambda: f"Q + G must be < 2^31 - 1; got {N}")
-    # data checks (one pass each)
-    for name, t in ((("q_g", q_g), ("q_q", q_q), ("g_g", g_g)) if query is None
-                    else (("query", query), ("gallery", gallery))):
-        ops._check_finite(name, t)
+    if query is None:  # data checks, one pass each (check_features made them for the features)
+        for name, t in (("q_g", q_g), ("q_q", q_q), ("g_g", g_g)):
+            ops._check_finite(name, t)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -242,7 +228,8 @@ def _expand(g: _Graph, ids: Tensor, vals: Tensor, k2: int) -> Tuple[Tensor, Tens
     return _pad(blocks, N, torch.float32)
 
 
-def _overlaps(ids: Tensor, vals: Tensor, Q: int, max_rows: int) -> Iterator[Tuple[int, int, Tensor, Tensor, Tensor]]:
+def _overlaps(ids: Tensor, vals: Tensor, Q: int,
+              max_rows: int) -> Iterator[Tuple[int, int, Tensor, Tensor, Tensor]]:
     """Blocks of queries [a, b) with their Jaccard overlaps: (a, b, query row in [0, Q), gallery id in [0, G),
     t = sum_l min(V(q, l), V(Q + g, l)) float64), pairs with t > 0 only, sorted by (query, gallery id)."""
     N = ids.shape[0]
@@ -489,7 +476,7 @@ def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2",
     N = Q + G
     x = torch.cat([query, gallery]).to(torch.float32)
     if metric == "cosine":
-        x = _unit_rows(x)
+        x = unit_rows(x)
     K = min(max(k1 + 1, k2), N)
     dev = x.device
     nbr = torch.zeros((N, K), dtype=torch.int64, device=dev)
@@ -535,9 +522,3 @@ def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2",
     for a, b, q, gid, t in _overlaps(ids, vals, Q, Q):
         values[a:b], indices[a:b] = _finish_topk(a, b, q, gid, t, top_ids[a:b], top_orig[a:b], G, Q, lam, k, pair)
     return values, indices
-
-
-def _unit_rows(x: Tensor) -> Tensor:
-    """Rows scaled to unit L2 norm (a zero row stays zero)."""
-    n = x.norm(dim=1, keepdim=True)
-    return torch.where(n > 0, x / n.clamp_min(torch.finfo(x.dtype).tiny), x)
