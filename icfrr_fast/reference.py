@@ -313,3 +313,90 @@ def dba(query: Tensor, gallery: Tensor, *, top: int = 10, alpha: float = 0.0, k:
 def aqe(query: Tensor, gallery: Tensor, *, top: int = 10, k: int = 100) -> Tuple[Tensor, Tensor]:
     """Average query expansion: :func:`alpha_qe` with alpha = 0."""
     return alpha_qe(query, gallery, top=top, alpha=0.0, k=k)
+
+
+def _lex_order(key: Tensor, tie: Tensor, ids: Tensor, descending: bool = False) -> Tensor:
+    """Order of a 1-D list by key, then tie (same direction), then the smaller id."""
+    rows = sorted(range(len(ids)), key=lambda j: (float(key[j]) * (-1 if descending else 1),
+                                                   float(tie[j]) * (-1 if descending else 1), int(ids[j])))
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def _graph_dense(Dgg: Tensor, width: int) -> Tensor:
+    """(G, width) nearest other gallery items by a dense (G, G) distance matrix, ties -> smaller id."""
+    return dense_topk(Dgg, width, largest=False, exclude_self=True)[1]
+
+
+def ecn(query: Tensor, gallery: Tensor, *, candidates: Optional[Tensor] = None, graph: Optional[Tensor] = None,
+        t: int = 3, q: int = 8, depth: int = 100, k: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """ECN re-ranking (Sarfraz et al., CVPR 2018) with dense float64 (Q, G) and (G, G) Euclidean distance matrices
+    and a loop over queries and candidates: d_ECN(p, g) = (sum_{e in E(p)} d(e, g) + sum_{e in E(g)} d(p, e)) / 2M,
+    E(x) = x's t nearest then the q nearest of each (gallery graph, self excluded; for p: its candidates).
+    Candidates by d_ECN ascending, ties -> d(p, g), then smaller id; padding -> +inf / -1."""
+    x = gallery.to(torch.float32).to(torch.float64)
+    p_all = query.to(torch.float32).to(torch.float64)
+    Dqg = torch.cdist(p_all, x, compute_mode="donot_use_mm_for_euclid_dist")
+    Dgg = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    nbr = _graph_dense(Dgg, max(t, q)) if graph is None else graph.long()
+    if candidates is None:
+        candidates = dense_topk(Dqg, depth, largest=False)[1]
+    L = candidates.shape[1]
+    k_out = L if k is None else k
+    M = t + t * q
+    values = torch.full((query.shape[0], k_out), torch.inf, dtype=torch.float32)
+    indices = torch.full((query.shape[0], k_out), -1, dtype=torch.int64)
+    for i in range(query.shape[0]):
+        cand = candidates[i][candidates[i] >= 0].long()
+        d = Dqg[i, cand]
+        near = cand[_lex_order(d, d, cand)[:t]]
+        e_p = torch.cat([near] + [nbr[n, :q] for n in near])
+        score = torch.empty(len(cand), dtype=torch.float64)
+        for j, g in enumerate(cand.tolist()):
+            first = nbr[g, :t]
+            e_g = torch.cat([first] + [nbr[n, :q] for n in first])
+            score[j] = (Dgg[e_p, g].sum() + Dqg[i, e_g].sum()) / (2 * M)
+        order = _lex_order(score, d, cand)[:k_out]
+        values[i, :len(order)] = score[order].to(torch.float32)
+        indices[i, :len(order)] = cand[order]
+    return values, indices
+
+
+def superglobal(query: Tensor, gallery: Tensor, *, candidates: Optional[Tensor] = None, M: int = 400, K: int = 9,
+                beta: float = 0.15, k: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """SuperGlobal's re-ranking (Shao et al., ICCV 2023) with a dense float64 (Q, G) similarity matrix, a full sort
+    per query and per-item loops over the top-M shortlist: refine each shortlisted d_i as the weighted mean of its
+    K + 1 most similar shortlisted items (weights 1, beta s_1, .., beta s_K), s1 = q . d'_i, q' = element-wise max of
+    the K + 1 best refined descriptors by s1, final = (s1 + q' . d'_i) / 2 descending (ties -> earlier in the
+    shortlist). Returns the shortlist re-ranked, padded with -inf / -1."""
+    x = gallery.to(torch.float32).to(torch.float64)
+    qs = query.to(torch.float32).to(torch.float64)
+    S = qs @ x.T
+    if candidates is None:
+        candidates = dense_topk(S, M, largest=True)[1]
+    m = min(M, candidates.shape[1])
+    k_out = m if k is None else k
+    values = torch.full((query.shape[0], k_out), -torch.inf, dtype=torch.float32)
+    indices = torch.full((query.shape[0], k_out), -1, dtype=torch.int64)
+    for i in range(query.shape[0]):
+        cand = candidates[i][candidates[i] >= 0].long()
+        s0 = S[i, cand]
+        short = cand[_lex_order(s0, s0, cand, descending=True)[:m]]
+        n = len(short)
+        xs = x[short]
+        sims = xs @ xs.T
+        refined = torch.empty_like(xs)
+        kk = min(K + 1, n)
+        for r in range(n):
+            order = torch.sort(sims[r], descending=True, stable=True).indices[:kk]
+            w = beta * sims[r, order]
+            w[0] = 1.0
+            refined[r] = (w[:, None] * xs[order]).sum(dim=0) / w.sum()
+        s1 = refined @ qs[i]
+        pos = torch.arange(n)
+        best = _lex_order(s1, s1, pos, descending=True)[:kk]
+        q2 = refined[best].max(dim=0).values
+        final = (s1 + refined @ q2) / 2.0
+        order = _lex_order(final, torch.zeros(n), pos, descending=True)[:k_out]
+        values[i, :len(order)] = final[order].to(torch.float32)
+        indices[i, :len(order)] = short[order]
+    return values, indices

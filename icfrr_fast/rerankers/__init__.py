@@ -6,7 +6,9 @@ are int64 gallery ids. Each has a dense, readable oracle of the same name in ``i
 """
 
 from .dba import dba
+from .ecn import ecn
 from .k_reciprocal import k_reciprocal, k_reciprocal_features
 from .query_expansion import alpha_qe, aqe
+from .superglobal import superglobal
 
-__all__ = ["k_reciprocal", "k_reciprocal_features", "aqe", "alpha_qe", "dba"]
+__all__ = ["k_reciprocal", "k_reciprocal_features", "aqe", "alpha_qe", "dba", "ecn", "superglobal"]
