@@ -138,18 +138,40 @@ def test_ties_go_to_the_original_distance_then_the_smaller_id():
 
 
 def test_memory_is_sparse(monkeypatch):
-    # the features path never asks knn_scores for more than a block of rows x the columns it needs
+    # the features path never builds a dense score matrix: no knn_scores call, and every k-NN call returns at most
+    # max(k1 + 1, k2) or the per-query list length columns
     q, g, *_ = _distances(20, 200, seed=6)
-    seen = []
-    real = kr_module.ops.knn_scores
+    calls = []
+    real = kr_module.ops.knn_topk
 
-    def spy(x, y, metric, precision):
-        seen.append((x.shape[0], y.shape[0]))
-        return real(x, y, metric, precision)
+    def spy(x, y, k, *args):
+        calls.append(k)
+        return real(x, y, k, *args)
 
-    monkeypatch.setattr(kr_module.ops, "knn_scores", spy)
+    def forbidden(*args):
+        raise AssertionError("knn_scores called")
+
+    monkeypatch.setattr(kr_module.ops, "knn_topk", spy)
+    monkeypatch.setattr(kr_module.ops, "knn_scores", forbidden)
+    monkeypatch.setattr(kr_module, "_list_length", lambda k, G: min(G, k + 5))
     k_reciprocal_features(q, g, k1=6, k2=3, k=10)
-    assert all(r <= 32 and c < 220 for r, c in seen)
+    assert sorted(calls) == [1, 6, 15]
+
+
+@pytest.mark.parametrize("extra", [0, 1, 4])
+def test_short_candidate_lists_give_the_same_top_k(monkeypatch, extra):
+    # the final top-k from a list of the k + extra nearest plus the overlapping items it cannot exclude (the
+    # pruning bound) equals the full re-ranking's first k
+    monkeypatch.setattr(kr_module, "_list_length", lambda k, G: min(G, k + extra))
+    q, g, qg, qq, gg = _distances(8, 60, seed=9)
+    for lam in (0.0, 0.3, 0.9):
+        v, i = k_reciprocal(qg, qq, gg, k1=6, k2=3, lambda_value=lam, k=6)
+        rv, ri = reference.k_reciprocal(qg, qq, gg, k1=6, k2=3, lambda_value=lam, k=6)
+        _assertions.assert_rankings_equal(i, ri)
+        _assertions.assert_values_equal(v, rv)
+        v, i = k_reciprocal_features(q, g, k1=6, k2=3, lambda_value=lam, k=6)
+        rv, ri = reference.k_reciprocal_features(q, g, k1=6, k2=3, lambda_value=lam, k=6)
+        _assertions.assert_knn_equal_with_ties(v, i, rv, ri, atol=1e-5, rtol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -47,6 +47,14 @@ K_RECIPROCAL_METRICS = ("l2", "cosine")
 _BLOCK = 1024
 # (query entry, gallery entry) pairs per Jaccard block
 _PAIRS_PER_BLOCK = 1 << 22
+# bytes of gathered float64 features per block of pair distances
+_PAIR_BYTES = 64 << 20
+
+
+def _list_length(k: int, G: int) -> int:
+    """Nearest gallery items by the original distance kept per query: max(4 k, 1024) (at most G), so that the
+    final top-k needs the distances of few overlapping items outside the list (see _finish_topk)."""
+    return min(G, max(4 * k, 1024))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -280,31 +288,32 @@ def _lexsort_rows(row: Tensor, final: Tensor, orig: Tensor, col: Tensor) -> Tens
 
 def _finish_topk(a: int, b: int, q: Tensor, gid: Tensor, t: Tensor, top_ids: Tensor, top_orig: Tensor, G: int,
                  Q: int, lam: float, k: int, pair: Callable[[Tensor, Tensor], Tensor]) -> Tuple[Tensor, Tensor]:
-    """Top-k final distances of queries [a, b) from their k nearest gallery items by the original distance
-    (top_ids, top_orig (B, k), ascending) and their Jaccard overlaps (q, gid, t).
+    """Top-k final distances of queries [a, b) from their k_list >= k nearest gallery items by the original
+    distance (top_ids, top_orig (B, k_list), ascending) and their Jaccard overlaps (q, gid, t).
 
-    An item outside both sets has J = 1 and o >= every listed o, so k listed items precede it. An overlapping item
-    outside the list is evaluated only when its lower bound (1 - lam) J + lam o_k can reach the list's k-th final.
+    Let T be the k-th smallest final distance in the list. An item outside the list has o >= the list's last o_L,
+    so its final distance is at least (1 - lam) J + lam o_L: items sharing nothing with the query (J = 1) never
+    reach below T, and an overlapping one needs its original distance (computed) only when that bound is <= T.
     """
     dev = top_ids.device
-    B = b - a
-    rows = torch.arange(a, b, device=dev)[:, None].expand(B, k)
+    B, KL = top_ids.shape
+    rows = torch.arange(a, b, device=dev)[:, None].expand(B, KL)
     o_keys = q * G + gid  # sorted (from torch.unique)
-    found, t_top = _lookup_sorted(o_keys, t, (rows * G + top_ids).flatten())
-    t_top = t_top.view(B, k)
-    f_top = (1.0 - lam) * _jaccard(t_top) + lam * top_orig.to(torch.float64)
-    thresh = f_top.max(dim=1).values
-    listed = (rows * G + top_ids).flatten().sort().values
-    in_list = _isin_sorted(listed, o_keys)
-    lower = (1.0 - lam) * _jaccard(t) + lam * top_orig[q - a, k - 1].to(torch.float64)
+    listed = (rows * G + top_ids).flatten()
+    _, t_top = _lookup_sorted(o_keys, t, listed)
+    f_top = (1.0 - lam) * _jaccard(t_top.view(B, KL)) + lam * top_orig.to(torch.float64)
+    thresh = torch.kthvalue(f_top, k, dim=1).values if k < KL else f_top.max(dim=1).values
+    keep = (f_top <= thresh[:, None]).flatten()
+    in_list = _isin_sorted(listed.sort().values, o_keys)
+    lower = (1.0 - lam) * _jaccard(t) + lam * top_orig[q - a, KL - 1].to(torch.float64)
     extra = (~in_list & (lower <= thresh[q - a])).nonzero().squeeze(1)
     e_q, e_g, e_t = q[extra], gid[extra], t[extra]
     e_o = pair(e_q, e_g + Q) if e_q.numel() else torch.zeros(0, dtype=torch.float32, device=dev)
     e_f = (1.0 - lam) * _jaccard(e_t) + lam * e_o.to(torch.float64)
-    row = torch.cat([rows.flatten(), e_q])
-    col = torch.cat([top_ids.flatten(), e_g])
-    orig = torch.cat([top_orig.flatten(), e_o])
-    final = torch.cat([f_top.flatten(), e_f])
+    row = torch.cat([rows.flatten()[keep], e_q])
+    col = torch.cat([top_ids.flatten()[keep], e_g])
+    orig = torch.cat([top_orig.flatten()[keep], e_o])
+    final = torch.cat([f_top.flatten()[keep], e_f])
     p = _lexsort_rows(row, final, orig, col)
     counts = torch.bincount(row - a, minlength=B)
     start = torch.cumsum(counts, 0) - counts
@@ -397,8 +406,9 @@ def k_reciprocal(q_g: Tensor, q_q: Tensor, g_g: Tensor, *, k1: int = 20, k2: int
     nbr = torch.empty((N, K), dtype=torch.int64, device=dev)
     dist = torch.empty((N, K), dtype=torch.float32, device=dev)
     m = torch.empty(N, dtype=torch.float32, device=dev)
-    top_ids = torch.empty((Q, k_out), dtype=torch.int64, device=dev) if k is not None else None
-    top_orig = torch.empty((Q, k_out), dtype=torch.float32, device=dev) if k is not None else None
+    k_list = _list_length(k_out, G)
+    top_ids = torch.empty((Q, k_list), dtype=torch.int64, device=dev) if k is not None else None
+    top_orig = torch.empty((Q, k_list), dtype=torch.float32, device=dev) if k is not None else None
     for r0 in range(0, N, _BLOCK):
         r1 = min(N, r0 + _BLOCK)
         D = rows_of(r0, r1)
@@ -409,7 +419,7 @@ def k_reciprocal(q_g: Tensor, q_q: Tensor, g_g: Tensor, *, k1: int = 20, k2: int
         dist[r0:r1] = _normalise(v, m[r0:r1])
         if k is not None and r0 < Q:
             b = min(r1, Q) - r0
-            v, i = ops.dense_topk(D[:b, Q:], k_out, False, False, 0)
+            v, i = ops.dense_topk(D[:b, Q:], k_list, False, False, 0)
             top_ids[r0:r0 + b] = i
             top_orig[r0:r0 + b] = _normalise(v, m[r0:r0 + b])
         del D
@@ -443,11 +453,11 @@ def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2",
                           lambda_value: float = 0.3, k: int = 100) -> Tuple[Tensor, Tensor]:
     """k-reciprocal re-ranking straight from features with the fused k-NN: never a Q x G or N x N matrix.
 
-    Same semantics as :func:`k_reciprocal` on the distances ``knn`` computes (``metric="l2"``: D = the squared
-    Euclidean distances of the "l2sq" k-NN, bit-identical to ``icfrr_fast.knn.scores(x, y, metric="l2sq")``;
-    ``"cosine"``: the same on L2-normalised features), with two definitions the dense matrices leave open: an item
-    is its own nearest neighbour (D(i, i) = 0, ranked first even before exact duplicates), and the features are
-    converted to float32 first.
+    Same semantics as :func:`k_reciprocal` on D = squared Euclidean distances of the features (converted to float32
+    first; ``"cosine"``: L2-normalised first): the fused "l2sq" k-NN's float32 values for the pairs it selects (each
+    item's max(k1 + 1, k2) - 1 nearest, each item's farthest, each query's max(4 k, 1024) nearest gallery items),
+    float64 differences rounded to float32 for the few other pairs the method needs (the two agree to ~1e-7
+    relative). An item is its own nearest neighbour (D(i, i) = 0, ranked first even before exact duplicates).
 
     Args:
         query: (Q, D) float query features.
@@ -460,7 +470,8 @@ def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2",
         values (Q, k) float32 final distances ascending, indices (Q, k) int64 gallery ids.
 
     Cost: three fused k-NN passes -- the (Q + G)-item graph with max(k1 + 1, k2) neighbours, each item's farthest
-    item (its row maximum) and the k nearest gallery items of each query -- then O((Q + G) k1 k2) sparse work.
+    item (its row maximum: the normalisation needs it) and the max(4 k, 1024) nearest gallery items of each query --
+    then O((Q + G) k1 k2) sparse work and the Jaccard overlaps through the inverted index.
     Memory: the features (a float32 copy of both), the graph, O((Q + G) k1 k2) encodings.
 
     Example:
@@ -491,27 +502,17 @@ def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2",
         m = torch.zeros(N, dtype=torch.float32, device=dev)
     _check_row_max(m)
     dist = _normalise(dist, m)
-    top_v, top_ids = ops.knn_topk(x[:Q], x[Q:], k, "l2sq", False, False, 0, "fp32")
+    top_v, top_ids = ops.knn_topk(x[:Q], x[Q:], _list_length(k, G), "l2sq", False, False, 0, "fp32")
     top_orig = _normalise(top_v, m[:Q])
 
     def pair(r: Tensor, c: Tensor) -> Tensor:
-        """o(r, c) through knn_scores (bit-identical to the k-NN's values), a block of rows at a time."""
+        """o(r, c) for pairs outside the k-NN lists: squared distances in float64, rounded to float32."""
         out = torch.empty(r.shape, dtype=torch.float32, device=dev)
-        order = torch.sort(r, stable=True).indices
-        r_s, c_s = r[order], c[order]
-        urows, counts = torch.unique_consecutive(r_s, return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts
-        step = 32
-        for u0 in range(0, urows.numel(), step):
-            u1 = min(urows.numel(), u0 + step)
-            s0, s1 = int(starts[u0]), int(starts[u1 - 1] + counts[u1 - 1])
-            rr, cc = r_s[s0:s1], c_s[s0:s1]
-            ucols, cinv = torch.unique(cc, return_inverse=True)
-            rinv = torch.searchsorted(urows[u0:u1], rr)
-            S = ops.knn_scores(x[urows[u0:u1]], x[ucols], "l2sq", "fp32")
-            same = rr == cc
-            val = torch.where(same, 0.0, S[rinv, cinv])
-            out[order[s0:s1]] = val / m[rr]
+        step = max(1, _PAIR_BYTES // (16 * x.shape[1]))
+        for s0 in range(0, r.numel(), step):
+            rr, cc = r[s0:s0 + step], c[s0:s0 + step]
+            diff = x[rr].to(torch.float64) - x[cc].to(torch.float64)
+            out[s0:s0 + step] = (diff * diff).sum(dim=1).to(torch.float32) / m[rr]
         return out
 
     graph = _Graph(nbr, dist, pair)
