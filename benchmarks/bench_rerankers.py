@@ -12,13 +12,14 @@ resident memory above its inputs is its own):
   ratio) and at full size.
 * ``k_reciprocal msmt17``: MSMT17 size (Q = 11,659, G = 82,161, D = 2,048) from features, against the exact k-NN
   graph of the same N = Q + G items alone (k = 20, the call k-reciprocal makes first), at ``BENCH_MSMT_FRACTION``
-  (default 0.5) of Q and G (N^2 / 4 of the work: the full size runs for tens of minutes on two shared cores).
+  (default 0.25) of Q and G (N^2 / 16 of the work: the full size runs for over an hour on two shared cores).
 * ``<method> g10k``: each method against its oracle at G = 10,000, Q = 500, D = 256 (k-reciprocal's oracle at a
   third of the size, scaled by 9).
 
-Run:
-    pytest benchmarks/bench_rerankers.py --benchmark-enable -p no:cacheprovider \
-        --benchmark-json=benchmarks/results/bench_rerankers-cpu2.json
+Run (one group per session keeps a session short; every workload's JSON line is also appended to
+``results/bench_rerankers-runs.jsonl``):
+    pytest benchmarks/bench_rerankers.py --benchmark-enable -p no:cacheprovider -k market \
+        --benchmark-json=benchmarks/results/bench_rerankers-market-cpu2.json
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARKET_F = float(os.environ.get("BENCH_MARKET_FRACTION", "0.2"))
-MSMT_F = float(os.environ.get("BENCH_MSMT_FRACTION", "0.5"))
+MSMT_F = float(os.environ.get("BENCH_MSMT_FRACTION", "0.25"))
 G10K_KR_F = 1.0 / 3.0
+RUNS_LOG = os.environ.get("BENCH_RUNS_LOG", os.path.join(HERE, "results", "bench_rerankers-runs.jsonl"))
 
 # (group, case, provider, fraction, baseline, scale the oracle's time/memory by 1 / fraction^2)
 CASES = [
@@ -62,7 +64,10 @@ def _run_worker(case: str, provider: str, fraction: float) -> dict:
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, os.path.join(HERE, "_rerankers_worker.py"), case, provider,
                           "--fraction", str(fraction)], capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    with open(RUNS_LOG, "a") as f:  # every workload's figures also survive an interrupted session
+        f.write(json.dumps(res) + "\n")
+    return res
 
 
 @pytest.mark.parametrize("group,case,provider,fraction,baseline,scale", CASES,

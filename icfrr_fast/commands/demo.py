@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         from ..demo.experiment import DemoConfig, run_experiment
-        from ..demo.report import format_table, format_timings, write_report
+        from ..demo.report import format_comparison, format_table, format_timings, write_report
     except ImportError as e:  # pragma: no cover - depends on the environment
         print(f'icfrr-fast demo needs the demo extra: pip install "icfrr_fast[demo]" ({e})', file=sys.stderr)
         return 3
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         print(f'icfrr-fast demo needs the demo extra: pip install "icfrr_fast[demo]" ({e})', file=sys.stderr)
         return 3
     print(format_table(result))
+    print()
+    print(format_comparison(result))
     print()
     print(format_timings(result))
     print()

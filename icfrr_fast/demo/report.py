@@ -18,9 +18,9 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from .. import _io
-from .experiment import METHODS, METRIC_NAMES, DemoResult
+from .experiment import COMPARED, METHODS, METRIC_NAMES, DemoResult
 
-__all__ = ["format_table", "format_timings", "write_report", "table_rows"]
+__all__ = ["format_table", "format_timings", "format_comparison", "write_report", "table_rows"]
 
 CELL = 128  # px per image in the query figures (the 64 px emoji drawn at 2x)
 PAD = 8
@@ -54,6 +54,18 @@ def format_table(result: DemoResult) -> str:
         it = "-" if r["iter"] is None else str(r["iter"])
         lines.append(f"{r['method']:<{width}}  {it:>4}  " + "  ".join(f"{r[n]:>7.4f}" for n in METRIC_NAMES))
     return head + "\n".join(lines)
+
+
+def format_comparison(result: DemoResult) -> str:
+    """The re-rankers compared on the same features (the paper's comparison table), with each one's time."""
+    if not result.comparison:
+        return ""
+    width = max(len(COMPARED[k]) for k in result.comparison)
+    lines = [f"{'method':<{width}}  " + "  ".join(f"{n:>7}" for n in METRIC_NAMES) + "  time (s)"]
+    for key, m in result.comparison.items():
+        lines.append(f"{COMPARED[key]:<{width}}  " + "  ".join(f"{m[n]:>7.4f}" for n in METRIC_NAMES)
+                     + f"  {m['seconds']:8.3f}")
+    return "\n".join(lines)
 
 
 def format_timings(result: DemoResult) -> str:
@@ -202,6 +214,8 @@ correct when it shares the query's Unicode emoji {e(result.config.level)}. Data 
 <h2>mAP@all per class (final iteration)</h2>
 <table><tr><th>class</th><th>queries</th><th>gallery</th>{''.join(f'<th>{e(METHODS[k])}</th>' for k in keys)}</tr>
 {per_class}</table>
+<h2>Compared with other re-rankers (same features; time of one run over all queries)</h2>
+<pre>{e(format_comparison(result))}</pre>
 <h2>Speed</h2><pre>{e(timings)}</pre>
 <h2>Notes</h2><ul>{notes}</ul>
 <h2>Queries (one random query per class, not chosen by result)</h2>{figs}
@@ -226,6 +240,7 @@ def write_report(result: DemoResult, out: Path) -> Dict[str, Path]:
     data = result.to_json()
     data["table"] = table_rows(result)
     data["table_text"] = table
+    data["comparison_text"] = format_comparison(result)
     data["plot"] = {"file": "metrics.png", "series": drawn}
     data["figures"] = figures
     _io.atomic_write(out / "results.json",
