@@ -323,14 +323,42 @@ def _finish_topk(a: int, b: int, q: Tensor, gid: Tensor, t: Tensor, top_ids: Ten
 
 def _finish_dense(q: Tensor, gid: Tensor, t: Tensor, orig: Tensor, a: int, lam: float,
                   k: int) -> Tuple[Tensor, Tensor]:
-    """All G final distances of queries [a, a + B), sorted, from their dense original distances orig (B, G)."""
-    o64 = orig.to(torch.float64)
-    final = (1.0 - lam) + lam * o64
+    """All G final distances of queries [a, a + B), sorted, from their dense original distances orig (B, G).
+
+    One sort: the gallery by (o, id) (the C++ ``dense_topk``). Items sharing nothing with the query (J = 1) keep that
+    order, since their final distance (1 - lam) + lam o is non-decreasing in o; the few overlapping items are sorted
+    by (final, position) and merged in: an item's output slot is its rank among the overlapping ones plus the number
+    of non-overlapping items before it, those with a smaller final distance or an equal one and an earlier position.
+    """
+    B, G = orig.shape
+    dev = orig.device
+    o_sorted, order = ops.dense_topk(orig, G, False, False, 0)  # (o, id) ascending
+    f_sorted = (1.0 - lam) + lam * o_sorted.to(torch.float64)
+    pos_of = torch.empty_like(order).scatter_(1, order, torch.arange(G, device=dev).expand(B, G))
     r = q - a
-    final[r, gid] = (1.0 - lam) * _jaccard(t) + lam * o64[r, gid]
-    p = torch.sort(orig, dim=1, stable=True).indices
-    p = torch.gather(p, 1, torch.sort(torch.gather(final, 1, p), dim=1, stable=True).indices)[:, :k]
-    return torch.gather(final, 1, p).to(torch.float32), p
+    p = pos_of[r, gid]  # each overlapping item's position in the (o, id) order
+    f_m = (1.0 - lam) * _jaccard(t) + lam * o_sorted[r, p].to(torch.float64)
+    lone = torch.ones((B, G), dtype=torch.bool, device=dev)
+    lone[r, p] = False
+    # non-decreasing per row: the last final distance of a non-overlapping item up to each position
+    f_fill = torch.cummax(torch.where(lone, f_sorted, -torch.inf), dim=1).values
+    before = torch.nn.functional.pad(torch.cumsum(lone, dim=1), (1, 0))  # non-overlapping items in [0, i)
+    lo = torch.searchsorted(f_fill[r], f_m[:, None]).squeeze(1)
+    hi = torch.searchsorted(f_fill[r], f_m[:, None], right=True).squeeze(1)
+    ahead = torch.minimum(torch.maximum(before[r, p], before[r, lo]), before[r, hi])
+    srt = _lexsort_rows(r, f_m, p.to(torch.float64), gid)  # overlapping items by (row, final, position)
+    r, p, f_m, ahead = r[srt], p[srt], f_m[srt], ahead[srt]
+    counts = torch.bincount(r, minlength=B)
+    rank = torch.arange(r.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[r]
+    slot = torch.zeros((B, G), dtype=torch.bool, device=dev)
+    slot[r, rank + ahead] = True
+    ids = torch.empty((B, G), dtype=torch.int64, device=dev)
+    vals = torch.empty((B, G), dtype=torch.float64, device=dev)
+    ids[slot] = order[r, p]  # row-major: rows ascending, slots ascending within a row, as sorted
+    vals[slot] = f_m
+    ids[~slot] = order[lone]
+    vals[~slot] = f_sorted[lone]
+    return vals[:, :k].to(torch.float32), ids[:, :k]
 
 
 def _normalise(D: Tensor, m: Tensor) -> Tensor:
