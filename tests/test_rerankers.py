@@ -194,3 +194,12 @@ def test_bad_input(case):
     query, gallery = kwargs.pop("query", _q), kwargs.pop("gallery", _g)
     with pytest.raises(exc, match=match):
         f(query, gallery, **kwargs)
+
+
+@pytest.mark.parametrize("module", ["k_reciprocal", "query_expansion", "dba", "ecn", "superglobal"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"icfrr_fast.rerankers.{module}"))
+    assert result.attempted > 0 and result.failed == 0

@@ -343,8 +343,14 @@ def _finish_dense(q: Tensor, gid: Tensor, t: Tensor, orig: Tensor, a: int, lam: 
     # non-decreasing per row: the last final distance of a non-overlapping item up to each position
     f_fill = torch.cummax(torch.where(lone, f_sorted, -torch.inf), dim=1).values
     before = torch.nn.functional.pad(torch.cumsum(lone, dim=1), (1, 0))  # non-overlapping items in [0, i)
-    lo = torch.searchsorted(f_fill[r], f_m[:, None]).squeeze(1)
-    hi = torch.searchsorted(f_fill[r], f_m[:, None], right=True).squeeze(1)
+    # per-row searches: the overlapping items (grouped by row, from torch.unique) padded to (B, W)
+    counts = torch.bincount(r, minlength=B)
+    col = torch.arange(r.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[r]
+    padded = torch.full((B, max(1, int(counts.max()) if counts.numel() else 1)), torch.inf, dtype=torch.float64,
+                        device=dev)
+    padded[r, col] = f_m
+    lo = torch.searchsorted(f_fill, padded)[r, col]
+    hi = torch.searchsorted(f_fill, padded, right=True)[r, col]
     ahead = torch.minimum(torch.maximum(before[r, p], before[r, lo]), before[r, hi])
     srt = _lexsort_rows(r, f_m, p.to(torch.float64), gid)  # overlapping items by (row, final, position)
     r, p, f_m, ahead = r[srt], p[srt], f_m[srt], ahead[srt]
