@@ -32,8 +32,8 @@ _GATHER_BUDGET = 256 << 20
 
 
 def _validate_ecn(query: Tensor, gallery: Tensor, candidates: Optional[Tensor], graph, t: int, q: int,
-                  depth: int, k: Optional[int]) -> Tensor:
-    """Every check; returns the graph's (G, K_g) neighbour ids."""
+                  depth: int, k: Optional[int]) -> Optional[Tensor]:
+    """Every check; returns the given graph's (G, K_g) neighbour ids (None: none given)."""
     check_features(query, gallery, min_gallery=2)
     Q, G = query.shape[0], gallery.shape[0]
     ops._check_int("t", t, 1, G - 1, " (the gallery size - 1)")
