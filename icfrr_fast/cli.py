@@ -17,6 +17,7 @@ COMMANDS = {
     "demo": ("icfrr_fast.commands.demo", "ICFRR on real images: line-art emoji -> colour emoji, with a visual report"),
     "train": ("icfrr_fast.commands.train", "train a retrieval backbone (timm ViT/CNN, ViT-x) from a YAML/TOML config"),
     "features": ("icfrr_fast.commands.features", "extract and cache query/gallery features of a dataset"),
+    "tune": ("icfrr_fast.commands.tune", "sweep ICFRR's and the other re-rankers' parameters on labelled queries"),
 }
 
 

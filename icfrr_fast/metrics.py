@@ -18,7 +18,7 @@ Metrics depend only on the ranking, never on the sign or scale of scores.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -194,3 +194,256 @@ def evaluate_history(history: Tensor, query_labels: Tensor, gallery_labels: Tens
     if not isinstance(history, Tensor) or history.dim() != 3:
         raise ValueError("history must be a (Q, T + 1, n) tensor (icfrr(..., return_history=True).history)")
     return [evaluate(history[:, t], query_labels, gallery_labels, **kwargs) for t in range(history.shape[1])]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Protocol evaluators: per-query ignore ("junk") sets, CMC, mAP, mINP
+# ------------------------------------------------------------------------------------------------------------------
+#: setups of the revisited Oxford / Paris protocol (Radenovic, Iscen, Tolias, Avrithis & Chum, CVPR 2018):
+#: (positives, junk) as unions of each query's "easy", "hard" and "junk" lists
+REVISITED_SETUPS = {"easy": (("easy",), ("junk", "hard")), "medium": (("easy", "hard"), ("junk",)),
+                    "hard": (("hard",), ("junk", "easy"))}
+PROTOCOL_AP = ("non_interpolated", "trapezoid")
+
+
+def _check_rank_list(indices: Tensor, G: Optional[int]) -> None:
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"indices must be a torch.Tensor; got {type(indices).__name__}")
+    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        raise TypeError(f"indices must be an integer tensor of gallery ids; got {indices.dtype}")
+    if indices.dim() != 2:
+        raise ValueError(f"indices must be 2-D (Q, n); got shape {tuple(indices.shape)}")
+    if G is not None and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= G):
+        raise ValueError(f"indices must be gallery ids in [0, {G - 1}]; got ids in [{int(indices.min())}, "
+                         f"{int(indices.max())}]")
+
+
+def _check_cutoffs(name: str, ks: Sequence[int]) -> None:
+    for K in ks:
+        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+            raise ValueError(f"{name} must hold positive ints; got {K!r}")
+
+
+def _protocol_chunk(rel: Tensor, junk: Tensor, n_pos: Tensor, ap: str, cmc_at: Sequence[int],
+                    precision_at: Sequence[int]) -> Dict[str, Tensor]:
+    """Per-query metrics of one chunk of ranked lists with the junk entries removed.
+
+    rel, junk: (B, n) bool (positive / ignored at each rank); n_pos: (B,) positives in the whole gallery.
+    Returns (B,) float64 tensors: "AP", "INP", "CMC@r", "P@k".
+    """
+    keep = ~junk
+    hit = rel & keep
+    rank = torch.cumsum(keep.to(torch.int64), dim=1) - 1  # 0-based rank after removing junk
+    j = torch.cumsum(hit.to(torch.int64), dim=1) - 1  # 0-based index of each hit among the hits
+    r64, j64 = rank.to(torch.float64), j.to(torch.float64)
+    den = n_pos.to(torch.float64).clamp(min=1)[:, None]
+    if ap == "non_interpolated":  # sum over hits of P@rank
+        contrib = (j64 + 1) / (r64 + 1)
+    else:  # revisitop's trapezoid between the precision before and at each hit
+        before = torch.where(rank > 0, j64 / r64.clamp(min=1), torch.ones_like(r64))
+        contrib = (before + (j64 + 1) / (r64 + 1)) / 2
+    out = {"AP": torch.where(hit, contrib / den, 0.0).sum(dim=1)}
+    inf = torch.iinfo(torch.int64).max
+    first = torch.where(hit, rank, inf).min(dim=1).values if rel.shape[1] else torch.full_like(n_pos, inf)
+    last = torch.where(hit, rank, -1).max(dim=1).values if rel.shape[1] else torch.full_like(n_pos, -1)
+    found = hit.sum(dim=1)
+    out["INP"] = torch.where((found == n_pos) & (n_pos > 0), n_pos.to(torch.float64) / (last + 1).clamp(min=1),
+                             0.0)
+    for r in cmc_at:
+        out[f"CMC@{r}"] = (first < r).to(torch.float64)
+    for k in precision_at:
+        out[f"P@{k}"] = (hit & (rank < k)).sum(dim=1).to(torch.float64) / k
+    return out
+
+
+def _accumulate(sums: Dict[str, float], per_query: Dict[str, Tensor], ok: Tensor) -> None:
+    for name, v in per_query.items():
+        sums[name] = sums.get(name, 0.0) + float(v[ok].sum())
+
+
+def _means(sums: Dict[str, float], n_valid: int, Q: int, names: Dict[str, str]) -> Dict[str, float]:
+    out = {public: (sums.get(internal, 0.0) / n_valid if n_valid else float("nan"))
+           for public, internal in names.items()}
+    out["queries"] = n_valid
+    out["queries_without_positive"] = Q - n_valid
+    return out
+
+
+def evaluate_reid(
+    indices: Tensor,
+    query_ids: Tensor,
+    gallery_ids: Tensor,
+    query_cams: Tensor,
+    gallery_cams: Tensor,
+    *,
+    cmc_at: Sequence[int] = (1, 5, 10),
+    junk_ids: Sequence[int] = (-1,),
+    chunk_size: int = 1024,
+) -> Dict[str, float]:
+    """Person re-ID protocol (Market-1501, DukeMTMC, MSMT17): CMC Rank-r, mAP and mINP.
+
+    For query q, gallery items of the same identity seen by the same camera are ignored ("junk": removed from the
+    ranking before scoring), as are items whose identity is in ``junk_ids`` (Market-1501's -1 "junk" images);
+    positives are the same identity from another camera. After removing junk from each ranked list:
+
+    * Rank-r (CMC) = 1 if the first positive is among the first r;
+    * AP = (1 / n_pos) sum over positives of P@(their rank) (non-interpolated; scikit-learn's
+      ``average_precision_score`` on the list);
+    * INP = n_pos / (rank of the last positive) (Ye et al., "Deep Learning for Person Re-identification: A Survey
+      and Outlook", TPAMI 2021), 0 when a truncated list misses a positive.
+
+    n_pos counts the query's positives in the whole gallery, so a truncated list (top K) scores the positives it
+    misses as never retrieved. Means are over queries with at least one positive.
+
+    Args:
+        indices: (Q, n) int gallery ids, best first (n = G for the full ranking; any n for a top-K list).
+        query_ids, gallery_ids: (Q,) and (G,) int identities.
+        query_cams, gallery_cams: (Q,) and (G,) int camera ids.
+        cmc_at: the ranks r of the CMC.
+        junk_ids: identities that are always ignored.
+        chunk_size: queries per vectorised chunk (memory chunk_size x n).
+
+    Returns:
+        dict with "Rank-r" for each r, "mAP", "mINP" (floats in [0, 1]), "queries", "queries_without_positive".
+
+    Example:
+        >>> import torch
+        >>> from icfrr_fast.metrics import evaluate_reid
+        >>> m = evaluate_reid(torch.tensor([[0, 1, 2, 3]]), torch.tensor([7]), torch.tensor([7, 7, 5, 7]),
+        ...                   torch.tensor([0]), torch.tensor([0, 1, 1, 2]))  # item 0: same camera, ignored
+        >>> m["Rank-1"], round(m["mAP"], 4), round(m["mINP"], 4)
+        (1.0, 0.8333, 0.6667)
+    """
+    _check_rank_list(indices, gallery_ids.shape[0] if isinstance(gallery_ids, Tensor) else None)
+    for name, t, n in (("query_ids", query_ids, indices.shape[0]), ("gallery_ids", gallery_ids, None),
+                       ("query_cams", query_cams, indices.shape[0]), ("gallery_cams", gallery_cams, None)):
+        _check_labels(name, t)
+        if n is not None and t.shape[0] != n:
+            raise ValueError(f"{name} must have one entry per row of indices ({n}); got {t.shape[0]}")
+    if gallery_cams.shape[0] != gallery_ids.shape[0]:
+        raise ValueError(f"gallery_cams must have one entry per gallery item ({gallery_ids.shape[0]}); got "
+                         f"{gallery_cams.shape[0]}")
+    _check_cutoffs("cmc_at", cmc_at)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    dev = indices.device
+    gid, gcam = gallery_ids.to(dev), gallery_cams.to(dev)
+    qid, qcam = query_ids.to(dev), query_cams.to(dev)
+    junk_t = torch.as_tensor(list(junk_ids), dtype=gid.dtype, device=dev)
+    # positives in the whole gallery: same identity, another camera (counted per (identity, camera) pair)
+    pair = gid.to(torch.int64) * (int(gcam.max()) + 2 if gcam.numel() else 1) + gcam.to(torch.int64)
+    uid, cid = torch.unique(gid, return_counts=True)
+    upair, cpair = torch.unique(pair, return_counts=True)
+    sums: Dict[str, float] = {}
+    valid_total = 0
+    Q = indices.shape[0]
+    for start in range(0, Q, chunk_size):
+        sl = slice(start, min(Q, start + chunk_size))
+        idx = indices[sl].long()
+        same_id = gid[idx] == qid[sl, None]
+        same_cam = gcam[idx] == qcam[sl, None]
+        junk = (same_id & same_cam) | torch.isin(gid[idx], junk_t)
+        rel = same_id & ~same_cam
+        n_id = _count_of(uid, cid, qid[sl])
+        qpair = qid[sl].to(torch.int64) * (int(gcam.max()) + 2 if gcam.numel() else 1) + qcam[sl].to(torch.int64)
+        n_pos = n_id - _count_of(upair, cpair, qpair)
+        n_pos = torch.where(torch.isin(qid[sl], junk_t), torch.zeros_like(n_pos), n_pos)
+        ok = n_pos > 0
+        _accumulate(sums, _protocol_chunk(rel, junk, n_pos, "non_interpolated", cmc_at, ()), ok)
+        valid_total += int(ok.sum())
+    names = {f"Rank-{r}": f"CMC@{r}" for r in cmc_at}
+    names.update({"mAP": "AP", "mINP": "INP"})
+    return _means(sums, valid_total, Q, names)
+
+
+def _count_of(keys: Tensor, counts: Tensor, query: Tensor) -> Tensor:
+    """counts[keys == query] for each query (0 where absent); keys sorted ascending."""
+    if keys.numel() == 0:
+        return torch.zeros(query.shape, dtype=torch.int64, device=query.device)
+    pos = torch.searchsorted(keys, query.to(keys.dtype)).clamp(max=keys.numel() - 1)
+    return torch.where(keys[pos] == query.to(keys.dtype), counts[pos], 0)
+
+
+def evaluate_revisited(
+    indices: Tensor,
+    gnd: Sequence[Dict[str, Sequence[int]]],
+    *,
+    setups: Sequence[str] = ("easy", "medium", "hard"),
+    precision_at: Sequence[int] = (1, 5, 10),
+    ap: str = "trapezoid",
+    chunk_size: int = 1024,
+) -> Dict[str, float]:
+    """Revisited Oxford / Paris protocol (Radenovic et al., CVPR 2018): mAP and mP@k per setup.
+
+    ``gnd[q]`` holds query q's gallery ids under "easy", "hard" and "junk" (the ``gnd`` of the protocol's
+    ``gnd_roxford5k.pkl``). Setups: easy (positives easy; ignored junk + hard), medium (easy + hard; junk), hard
+    (hard; junk + easy). Ignored items are removed from each ranked list before scoring. AP as the protocol's own
+    evaluation computes it (``ap="trapezoid"``: each positive contributes the mean of the precision just before and
+    at its rank, times 1 / n_pos), or the non-interpolated AP (``ap="non_interpolated"``, scikit-learn's). Queries
+    without a positive in a setup are excluded from its means.
+
+    Args:
+        indices: (Q, n) int gallery ids, best first.
+        gnd: Q dicts with int lists "easy", "hard", "junk" (missing keys = empty).
+        setups: any of "easy", "medium", "hard".
+        precision_at: the k of each mP@k.
+        ap: "trapezoid" (the protocol's) or "non_interpolated".
+        chunk_size: queries per vectorised chunk.
+
+    Returns:
+        dict with "<setup>/mAP", "<setup>/mP@k", "<setup>/queries", "<setup>/queries_without_positive".
+
+    Example:
+        >>> import torch
+        >>> from icfrr_fast.metrics import evaluate_revisited
+        >>> m = evaluate_revisited(torch.tensor([[3, 0, 1, 2]]), [{"easy": [0], "hard": [2], "junk": [3]}],
+        ...                        setups=("medium",), precision_at=(2,))
+        >>> round(m["medium/mAP"], 4), m["medium/mP@2"]  # hits at ranks 1 and 3: (1 + (1/2 + 2/3) / 2) / 2
+        (0.7917, 0.5)
+    """
+    _check_rank_list(indices, None)
+    if not isinstance(gnd, Sequence) or len(gnd) != indices.shape[0]:
+        raise ValueError(f"gnd must be a sequence of one dict per row of indices ({indices.shape[0]}); got "
+                         f"{type(gnd).__name__} of length {len(gnd) if hasattr(gnd, '__len__') else '?'}")
+    for s in setups:
+        if s not in REVISITED_SETUPS:
+            raise ValueError(f"setups must hold names in {tuple(REVISITED_SETUPS)}; got {s!r}")
+    _check_cutoffs("precision_at", precision_at)
+    if ap not in PROTOCOL_AP:
+        raise ValueError(f"ap must be one of {PROTOCOL_AP}; got {ap!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    dev = indices.device
+    Q = indices.shape[0]
+    span = int(indices.max()) + 1 if indices.numel() else 1
+    out: Dict[str, float] = {}
+    for setup in setups:
+        pos_keys, junk_keys = REVISITED_SETUPS[setup]
+        sums: Dict[str, float] = {}
+        valid_total = 0
+        for start in range(0, Q, chunk_size):
+            stop = min(Q, start + chunk_size)
+            idx = indices[start:stop].long()
+            rows = torch.arange(stop - start, device=dev)[:, None]
+
+            def keyset(names) -> Tuple[Tensor, Tensor]:
+                ids = [sorted({int(i) for n in names for i in gnd[q].get(n, ())}) for q in range(start, stop)]
+                flat = torch.tensor([r * span + i for r, lst in enumerate(ids) for i in lst if i < span],
+                                    dtype=torch.int64, device=dev)
+                return flat.sort().values, torch.tensor([len(lst) for lst in ids], dtype=torch.int64, device=dev)
+
+            pos_sorted, n_pos = keyset(pos_keys)
+            junk_sorted, _ = keyset(junk_keys)
+            key = rows * span + idx
+            rel = torch.isin(key, pos_sorted)
+            junk = torch.isin(key, junk_sorted) & ~rel
+            ok = n_pos > 0
+            _accumulate(sums, _protocol_chunk(rel, junk, n_pos, ap, (), precision_at), ok)
+            valid_total += int(ok.sum())
+        names = {"mAP": "AP"}
+        names.update({f"mP@{k}": f"P@{k}" for k in precision_at})
+        out.update({f"{setup}/{n}": v for n, v in _means(sums, valid_total, Q, names).items()})
+    return out
+
+
+__all__ += ["evaluate_reid", "evaluate_revisited", "REVISITED_SETUPS"]

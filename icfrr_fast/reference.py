@@ -272,3 +272,219 @@ def icfrr_candidates(
         if history is not None:
             history[q, :, :n] = torch.stack([st[:n] for st in steps])
     return values.to(scores.dtype), indices, history
+
+
+# ==================================================================================================================
+# Re-rankers ICFRR is compared with (icfrr_fast.rerankers): dense oracles, written the way the published
+# implementations compute them -- N x N (or Q x G) matrices, full sorts, per-row loops.
+# ==================================================================================================================
+def _sort_by_final(final: Tensor, tie: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """Per row: columns by ``final`` ascending, ties by ``tie`` ascending, then the smaller column; the first k."""
+    p = torch.sort(tie, dim=1, stable=True).indices
+    p = torch.gather(p, 1, torch.sort(torch.gather(final, 1, p), dim=1, stable=True).indices)[:, :k]
+    return torch.gather(final, 1, p), p
+
+
+def _k_reciprocal_dense(D: Tensor, Q: int, k1: int, k2: int, lambda_value: float, k: Optional[int],
+                        self_first: bool) -> Tuple[Tensor, Tensor]:
+    """k-reciprocal re-ranking of the N = Q + G items whose squared distances D (N, N) float32 hold, row i = item i
+    (queries first). See icfrr_fast.rerankers.k_reciprocal for the definition; this is the shared re-ID function's
+    computation: dense N x N original distances, a full argsort per row, dense N x N encodings, loops per item."""
+    N = D.shape[0]
+    G = N - Q
+    original = D / D.max(dim=1, keepdim=True).values  # each row divided by its largest value (float32)
+    key = D.clone()
+    if self_first:
+        key.fill_diagonal_(-1.0)  # the item itself ranks first (D >= 0 elsewhere)
+    initial_rank = torch.argsort(key, dim=1, stable=True)  # ties -> smaller index
+
+    def reciprocal(i: int, width: int) -> Tensor:
+        forward = initial_rank[i, :width]
+        backward = initial_rank[forward, :width]
+        return forward[(backward == i).any(dim=1)]
+
+    half = int(round(k1 / 2)) + 1
+    V = torch.zeros((N, N), dtype=torch.float32)
+    for i in range(N):
+        r_i = reciprocal(i, k1 + 1)
+        expansion = r_i
+        for c in r_i.tolist():
+            r_c = reciprocal(c, half)
+            if int(torch.isin(r_c, r_i).sum()) > 2.0 / 3.0 * len(r_c):
+                expansion = torch.cat([expansion, r_c])
+        expansion = torch.unique(expansion)
+        weight = torch.exp(-original[i, expansion]).to(torch.float64)
+        V[i, expansion] = (weight / weight.sum()).to(torch.float32)
+    if k2 != 1:
+        V_qe = torch.zeros_like(V)
+        for i in range(N):
+            V_qe[i] = (V[initial_rank[i, :k2]].to(torch.float64).sum(dim=0) / min(k2, N)).to(torch.float32)
+        V = V_qe
+    VT = V.T.contiguous()
+    inv_index = [torch.nonzero(VT[l]).squeeze(1) for l in range(N)]  # items whose encoding holds l
+    jaccard = torch.ones((Q, N), dtype=torch.float64)
+    for i in range(Q):
+        temp_min = torch.zeros(N, dtype=torch.float64)
+        for l in torch.nonzero(V[i]).squeeze(1).tolist():
+            items = inv_index[l]
+            temp_min[items] += torch.minimum(V[i, l], V[items, l]).to(torch.float64)
+        jaccard[i] = 1.0 - temp_min / (2.0 - temp_min)
+    orig_qg = original[:Q, Q:]
+    final = (1.0 - lambda_value) * jaccard[:, Q:] + lambda_value * orig_qg.to(torch.float64)
+    values, indices = _sort_by_final(final, orig_qg, G if k is None else k)
+    return values.to(torch.float32), indices
+
+
+def k_reciprocal(q_g: Tensor, q_q: Tensor, g_g: Tensor, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                 k: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """k-reciprocal re-ranking (Zhong et al., CVPR 2017) from dense distances, as the shared re-ID function does it:
+    the (Q + G)^2 matrix [[q_q, q_g], [q_g^T, g_g]] squared in float32 and read by columns, each divided by its
+    largest value, then the dense steps of :func:`_k_reciprocal_dense`.
+
+    Returns:
+        values (Q, k) float32 final distances ascending (ties: original distance, then smaller id), indices (Q, k).
+    """
+    M = torch.cat([torch.cat([q_q, q_g], dim=1), torch.cat([q_g.T, g_g], dim=1)])
+    D = (M * M).to(torch.float32).T.contiguous()
+    return _k_reciprocal_dense(D, q_g.shape[0], k1, k2, lambda_value, k, self_first=False)
+
+
+def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2", k1: int = 20, k2: int = 6,
+                          lambda_value: float = 0.3, k: int = 100) -> Tuple[Tensor, Tensor]:
+    """k-reciprocal re-ranking from features: D = squared Euclidean distances of the float32 features (L2-normalised
+    for "cosine") computed densely in float64 and rounded to float32, D(i, i) = 0 and the item itself first."""
+    x = torch.cat([query, gallery]).to(torch.float32)
+    if metric == "cosine":
+        n = x.norm(dim=1, keepdim=True)
+        x = torch.where(n > 0, x / n.clamp_min(torch.finfo(torch.float32).tiny), x)
+    D = knn_scores(x, x, "l2sq").to(torch.float32)
+    D.fill_diagonal_(0.0)
+    return _k_reciprocal_dense(D, query.shape[0], k1, k2, lambda_value, k, self_first=True)
+
+
+def _expand_dense(x: Tensor, y: Tensor, sims: Tensor, top: int, alpha: float, exclude_self: bool) -> Tensor:
+    """normalise(x_i + sum over the top rows of y by sims (R, G) of max(s, 0)^alpha y_j), float64, one row a time."""
+    out = torch.empty_like(x, dtype=torch.float64)
+    for i in range(x.shape[0]):
+        order = torch.sort(sims[i], descending=True, stable=True).indices
+        if exclude_self:
+            order = order[order != i]
+        nb = order[:top]
+        w = sims[i, nb].clamp_min(0.0) ** alpha if alpha != 0 else torch.ones(top, dtype=torch.float64)
+        v = x[i].to(torch.float64) + (w[:, None] * y[nb].to(torch.float64)).sum(dim=0)
+        n = v.norm()
+        out[i] = v / n if n > 0 else v
+    return out
+
+
+def alpha_qe(query: Tensor, gallery: Tensor, *, top: int = 10, alpha: float = 3.0,
+             k: int = 100) -> Tuple[Tensor, Tensor]:
+    """alpha-QE (AQE for alpha = 0) with dense (Q, G) float64 similarities and full sorts: q' = normalise(q + sum of
+    the top gallery items weighted by max(s, 0)^alpha), then the gallery ranked by q' . g (descending, ties -> smaller
+    id). Returns values (Q, k) float32, indices (Q, k) int64."""
+    g = gallery.to(torch.float32).to(torch.float64)
+    q = query.to(torch.float32).to(torch.float64)
+    qx = _expand_dense(q, g, q @ g.T, top, alpha, exclude_self=False)
+    v, i = dense_topk(qx.to(torch.float32).to(torch.float64) @ g.T, k, largest=True)
+    return v.to(torch.float32), i
+
+
+def dba(query: Tensor, gallery: Tensor, *, top: int = 10, alpha: float = 0.0, k: int = 100) -> Tuple[Tensor, Tensor]:
+    """Database-side augmentation with a dense (G, G) float64 similarity matrix and full sorts: each gallery item
+    replaced by normalise(g_j + its top other items weighted by max(s, 0)^alpha), then queries ranked by q . g'."""
+    g = gallery.to(torch.float32).to(torch.float64)
+    g2 = _expand_dense(g, g, g @ g.T, top, alpha, exclude_self=True).to(torch.float32).to(torch.float64)
+    v, i = dense_topk(query.to(torch.float32).to(torch.float64) @ g2.T, k, largest=True)
+    return v.to(torch.float32), i
+
+
+def aqe(query: Tensor, gallery: Tensor, *, top: int = 10, k: int = 100) -> Tuple[Tensor, Tensor]:
+    """Average query expansion: :func:`alpha_qe` with alpha = 0."""
+    return alpha_qe(query, gallery, top=top, alpha=0.0, k=k)
+
+
+def _lex_order(key: Tensor, tie: Tensor, ids: Tensor, descending: bool = False) -> Tensor:
+    """Order of a 1-D list by key, then tie (same direction), then the smaller id."""
+    rows = sorted(range(len(ids)), key=lambda j: (float(key[j]) * (-1 if descending else 1),
+                                                   float(tie[j]) * (-1 if descending else 1), int(ids[j])))
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def _graph_dense(Dgg: Tensor, width: int) -> Tensor:
+    """(G, width) nearest other gallery items by a dense (G, G) distance matrix, ties -> smaller id."""
+    return dense_topk(Dgg, width, largest=False, exclude_self=True)[1]
+
+
+def ecn(query: Tensor, gallery: Tensor, *, candidates: Optional[Tensor] = None, graph: Optional[Tensor] = None,
+        t: int = 3, q: int = 8, depth: int = 100, k: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """ECN re-ranking (Sarfraz et al., CVPR 2018) with dense float64 (Q, G) and (G, G) Euclidean distance matrices
+    and a loop over queries and candidates: d_ECN(p, g) = (sum_{e in E(p)} d(e, g) + sum_{e in E(g)} d(p, e)) / 2M,
+    E(x) = x's t nearest then the q nearest of each (gallery graph, self excluded; for p: its candidates).
+    Candidates by d_ECN ascending, ties -> d(p, g), then smaller id; padding -> +inf / -1."""
+    x = gallery.to(torch.float32).to(torch.float64)
+    p_all = query.to(torch.float32).to(torch.float64)
+    Dqg = torch.cdist(p_all, x, compute_mode="donot_use_mm_for_euclid_dist")
+    Dgg = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    nbr = _graph_dense(Dgg, max(t, q)) if graph is None else graph.long()
+    if candidates is None:
+        candidates = dense_topk(Dqg, depth, largest=False)[1]
+    L = candidates.shape[1]
+    k_out = L if k is None else k
+    M = t + t * q
+    values = torch.full((query.shape[0], k_out), torch.inf, dtype=torch.float32)
+    indices = torch.full((query.shape[0], k_out), -1, dtype=torch.int64)
+    for i in range(query.shape[0]):
+        cand = candidates[i][candidates[i] >= 0].long()
+        d = Dqg[i, cand]
+        near = cand[_lex_order(d, d, cand)[:t]]
+        e_p = torch.cat([near] + [nbr[n, :q] for n in near])
+        score = torch.empty(len(cand), dtype=torch.float64)
+        for j, g in enumerate(cand.tolist()):
+            first = nbr[g, :t]
+            e_g = torch.cat([first] + [nbr[n, :q] for n in first])
+            score[j] = (Dgg[e_p, g].sum() + Dqg[i, e_g].sum()) / (2 * M)
+        order = _lex_order(score, d, cand)[:k_out]
+        values[i, :len(order)] = score[order].to(torch.float32)
+        indices[i, :len(order)] = cand[order]
+    return values, indices
+
+
+def superglobal(query: Tensor, gallery: Tensor, *, candidates: Optional[Tensor] = None, M: int = 400, K: int = 9,
+                beta: float = 0.15, k: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """SuperGlobal's re-ranking (Shao et al., ICCV 2023) with a dense float64 (Q, G) similarity matrix, a full sort
+    per query and per-item loops over the top-M shortlist: refine each shortlisted d_i as the weighted mean of its
+    K + 1 most similar shortlisted items (weights 1, beta s_1, .., beta s_K), s1 = q . d'_i, q' = element-wise max of
+    the K + 1 best refined descriptors by s1, final = (s1 + q' . d'_i) / 2 descending (ties -> earlier in the
+    shortlist). Returns the shortlist re-ranked, padded with -inf / -1."""
+    x = gallery.to(torch.float32).to(torch.float64)
+    qs = query.to(torch.float32).to(torch.float64)
+    S = qs @ x.T
+    if candidates is None:
+        candidates = dense_topk(S, M, largest=True)[1]
+    m = min(M, candidates.shape[1])
+    k_out = m if k is None else k
+    values = torch.full((query.shape[0], k_out), -torch.inf, dtype=torch.float32)
+    indices = torch.full((query.shape[0], k_out), -1, dtype=torch.int64)
+    for i in range(query.shape[0]):
+        cand = candidates[i][candidates[i] >= 0].long()
+        s0 = S[i, cand]
+        short = cand[_lex_order(s0, s0, cand, descending=True)[:m]]
+        n = len(short)
+        xs = x[short]
+        sims = xs @ xs.T
+        refined = torch.empty_like(xs)
+        kk = min(K + 1, n)
+        for r in range(n):
+            order = torch.sort(sims[r], descending=True, stable=True).indices[:kk]
+            w = beta * sims[r, order]
+            w[0] = 1.0
+            refined[r] = (w[:, None] * xs[order]).sum(dim=0) / w.sum()
+        s1 = refined @ qs[i]
+        pos = torch.arange(n)
+        best = _lex_order(s1, s1, pos, descending=True)[:kk]
+        q2 = refined[best].max(dim=0).values
+        final = (s1 + refined @ q2) / 2.0
+        order = _lex_order(final, torch.zeros(n), pos, descending=True)[:k_out]
+        values[i, :len(order)] = final[order].to(torch.float32)
+        indices[i, :len(order)] = short[order]
+    return values, indices

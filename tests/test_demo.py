@@ -245,3 +245,28 @@ def test_demo_bad_options_name_the_option(option, value, match, tmp_path, capsys
     rc = cli.main(["demo", "--out", str(tmp_path), option, value, "--no-cache"])
     assert rc == 2
     assert re.search(match, capsys.readouterr().err)
+
+
+def test_demo_compares_the_rerankers(demo_run):
+    # the paper's comparison: every re-ranker on the same features, printed, in results.json and in the report
+    from icfrr_fast.demo.experiment import COMPARED
+
+    out, runs = demo_run
+    stdout = runs[1][1]  # the second run wrote results.json last
+    data = json.loads((out / "results.json").read_text())
+    comp = data["comparison"]
+    assert list(comp) == list(COMPARED)
+    names = ("mAP@all", "mAP@200", "P@100", "P@200")
+    lines = stdout.splitlines()
+    table = lines[next(i for i, ln in enumerate(lines) if ln.endswith("time (s)")):]
+    for key, label in COMPARED.items():
+        line = next(ln for ln in table if ln.startswith(label + "  "))
+        printed = [float(v) for v in line[len(label):].split()]
+        assert printed[:4] == pytest.approx([comp[key][n] for n in names], abs=5e-5)
+        assert printed[4] == pytest.approx(comp[key]["seconds"], abs=5e-4) and comp[key]["seconds"] > 0
+    # rows that other parts of the demo also compute agree with them
+    for key, other in (("none", "none"), ("icfrr", "icfrr_reference"), ("cluster_retri", "cluster_retri")):
+        for n in names:
+            assert comp[key][n] == pytest.approx(data["metrics"][other][-1][n], abs=1e-12), (key, n)
+    assert "Compared with other re-rankers" in (out / "index.html").read_text()
+    assert data["comparison_text"].splitlines()[1].startswith("no re-ranking")

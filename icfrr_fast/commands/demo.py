@@ -64,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         from ..demo.experiment import DemoConfig, run_experiment
-        from ..demo.report import format_comparison, format_table, format_timings, write_report
+        from ..demo.report import format_comparison, format_finetune_comparison, format_table, format_timings, \
+            write_report
     except ImportError as e:  # pragma: no cover - depends on the environment
         print(f'icfrr-fast demo needs the demo extra: pip install "icfrr_fast[demo]" ({e})', file=sys.stderr)
         return 3
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     t0 = time.perf_counter()
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    comparison = None
+    finetune = None
     try:
         if args.checkpoint is None:
             result = run_experiment(config, progress=not args.no_progress, log=log)
@@ -104,20 +105,22 @@ def run(args: argparse.Namespace) -> int:
                                                       timing_queries=1),
                                   backbone=EfficientNetLite0(input_size=config.input_size),
                                   progress=not args.no_progress, log=log)
-            comparison = compare_features({"ImageNet (frozen)": base, "fine-tuned": result})
+            finetune = compare_features({"ImageNet (frozen)": base, "fine-tuned": result})
     except ImportError as e:
         print(f'icfrr-fast demo needs the demo extra: pip install "icfrr_fast[demo]" ({e})', file=sys.stderr)
         return 3
-    if comparison is not None:
-        print(format_comparison(comparison))
+    if finetune is not None:
+        print(format_finetune_comparison(finetune))
         print()
     print(format_table(result))
+    print()
+    print(format_comparison(result))
     print()
     print(format_timings(result))
     print()
     for note in result.notes:
         print(f"note: {note}")
-    paths = write_report(result, args.out, comparison=comparison)
+    paths = write_report(result, args.out, finetune=finetune)
     print(f"\nreport: {paths['html']} (plot {paths['plot'].name}, {len(paths['queries'])} query figures, numbers in "
           f"{paths['json'].name}); {time.perf_counter() - t0:.1f} s in all")
     return 0

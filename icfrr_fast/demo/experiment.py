@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import metrics, reference
+from .. import metrics, reference, rerankers
 from ..cluster_retrieve import cluster_retrieve
 from ..index import ICFRRIndex
 from ..rerank import icfrr
@@ -141,6 +141,7 @@ class DemoResult:
     dataset: EmojiDataset = field(repr=False)
     class_names: tuple = ()
     backbone: Dict[str, str] = field(default_factory=dict)
+    comparison: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -155,6 +156,7 @@ class DemoResult:
             "classes": list(self.class_names),
             "report_queries": [int(self.query_ids[i]) for i in self.report_queries],
             "backbone": self.backbone,
+            "comparison": self.comparison,
             "dataset": {k: self.dataset.metadata[k] for k in ("file", "sha256", "built", "items", "image_size")},
         }
 
@@ -196,6 +198,61 @@ def _pick_report_queries(labels: Tensor, n: int, seed: int) -> List[int]:
             if members and len(picks) < n:
                 picks.append(int(members.pop(0)))
     return picks
+
+
+#: the comparison table's rows (the paper's comparison): method key -> label
+COMPARED = {
+    "none": "no re-ranking",
+    "superglobal": "SuperGlobal (M=400, K=9, beta=0.15)",
+    "aqe": "AQE (top 5)",
+    "alpha_qe": "alpha-QE (top 5, alpha 3)",
+    "dba": "DBA (top 5)",
+    "ecn": "ECN (t=3, q=8, top 100)",
+    "k_reciprocal": "k-reciprocal (k1=20, k2=6, lambda=0.3)",
+    "cluster_retri": "ClusterRetri",
+    "icfrr": "ICFRR (reference semantics)",
+}
+
+
+def _complete(ids: Tensor, base: Tensor) -> Tensor:
+    """Each row of ``ids`` (Q, L) followed by the rest of ``base`` (Q, G) in its order: a full ranking from a
+    re-ranked shortlist (the items beyond it keep their initial order, as the shortlist methods define)."""
+    Q, G = base.shape
+    seen = torch.zeros((Q, G), dtype=torch.bool)
+    seen.scatter_(1, ids, True)
+    rest = base[~torch.gather(seen, 1, base)].view(Q, G - ids.shape[1])
+    return torch.cat([ids, rest], dim=1)
+
+
+def compare_rerankers(q_feat: Tensor, g_feat: Tensor, q_lab: Tensor, g_lab: Tensor, base: Tensor,
+                      index: ICFRRIndex, config: "DemoConfig", t_cr: float, cr_idx: Tensor, clean, ev
+                      ) -> Dict[str, Dict[str, float]]:
+    """Every re-ranker of ``icfrr_fast.rerankers`` beside ClusterRetri and ICFRR on the same features: the full
+    ranking of every query (shortlist methods complete it with the initial order), its metrics and its time
+    (one run over all queries, graph or k-NN included)."""
+    G = g_feat.shape[0]
+    qn = torch.nn.functional.normalize(q_feat, dim=1)
+    gn = torch.nn.functional.normalize(g_feat, dim=1)
+    runs = {
+        "none": lambda: index.search(q_feat, G, iters=0)[1],
+        "superglobal": lambda: _complete(rerankers.superglobal(qn, gn, M=min(400, G), K=9, beta=0.15)[1], base),
+        "aqe": lambda: rerankers.aqe(qn, gn, top=min(5, G), k=G)[1],
+        "alpha_qe": lambda: rerankers.alpha_qe(qn, gn, top=min(5, G), alpha=3.0, k=G)[1],
+        "dba": lambda: rerankers.dba(qn, gn, top=min(5, G - 1), k=G)[1],
+        "ecn": lambda: _complete(rerankers.ecn(q_feat, g_feat, t=min(3, G - 1), q=min(8, G - 1),
+                                               depth=min(100, G))[1], base),
+        "k_reciprocal": lambda: rerankers.k_reciprocal_features(q_feat, g_feat, k1=min(20, G), k2=6, k=G)[1],
+        "icfrr": lambda: ICFRRIndex(g_feat, k_g=config.k_g, metric="l2").search(
+            q_feat, G, k_q=config.k_q, beta=config.beta, iters=config.iters)[1],
+    }
+    out: Dict[str, Dict[str, float]] = {}
+    for key in COMPARED:
+        if key == "cluster_retri":
+            seconds, ids = t_cr, cr_idx
+        else:
+            seconds, ids = _timed(runs[key], 1)
+        out[key] = {**clean(metrics.evaluate(ids, q_lab, g_lab, **ev)), "seconds": float(seconds)}
+    return out
 
 
 def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None,
@@ -340,6 +397,7 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
             per_class[ds.class_names(config.level)[c]] = {
                 "queries": int(m.sum()), "gallery": int((g_lab == c).sum()),
                 **{key: float(v[m].mean()) for key, v in ap.items()}}
+    comparison = compare_rerankers(q_feat, g_feat, q_lab, g_lab, base, index, config, t_cr, cr_idx, clean, ev)
     top = 10
     rankings = {"none": base[:, :top], "icfrr_reference": idx_ref[:, :top], "icfrr_paper": idx_paper[:, :top],
                 "cluster_retri": cr_idx[:, :top]}
@@ -352,6 +410,7 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
                   "weights_kind": "fine-tuned: " + str(Path(bb.weights_path).name) if getattr(bb, "fine_tuned", False)
                   else "ImageNet weights",
                   "input_size": str(bb.input_size)},
+        comparison=comparison,
     )
 
 

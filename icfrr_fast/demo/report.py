@@ -18,9 +18,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import _io
-from .experiment import METHODS, METRIC_NAMES, DemoResult
+from .experiment import COMPARED, METHODS, METRIC_NAMES, DemoResult
 
-__all__ = ["format_table", "format_timings", "write_report", "table_rows"]
+__all__ = ["format_table", "format_timings", "format_comparison", "format_finetune_comparison", "write_report",
+           "table_rows"]
 
 CELL = 128  # px per image in the query figures (the 64 px emoji drawn at 2x)
 PAD = 8
@@ -56,7 +57,7 @@ def format_table(result: DemoResult) -> str:
     return head + "\n".join(lines)
 
 
-def format_comparison(rows: List[Dict[str, object]]) -> str:
+def format_finetune_comparison(rows: List[Dict[str, object]]) -> str:
     """The before/after fine-tuning table of :func:`~icfrr_fast.demo.experiment.compare_features` as text."""
     fw = max(len(str(r["features"])) for r in rows)
     mw = max(len(str(r["method"])) for r in rows)
@@ -66,6 +67,18 @@ def format_comparison(rows: List[Dict[str, object]]) -> str:
         it = "-" if r["iter"] is None else str(r["iter"])
         lines.append(f"{r['features']:<{fw}}  {r['method']:<{mw}}  {it:>4}  "
                      + "  ".join(f"{r[n]:>7.4f}" for n in METRIC_NAMES))
+    return "\n".join(lines)
+
+
+def format_comparison(result: DemoResult) -> str:
+    """The re-rankers compared on the same features (the paper's comparison table), with each one's time."""
+    if not result.comparison:
+        return ""
+    width = max(len(COMPARED[k]) for k in result.comparison)
+    lines = [f"{'method':<{width}}  " + "  ".join(f"{n:>7}" for n in METRIC_NAMES) + "  time (s)"]
+    for key, m in result.comparison.items():
+        lines.append(f"{COMPARED[key]:<{width}}  " + "  ".join(f"{m[n]:>7.4f}" for n in METRIC_NAMES)
+                     + f"  {m['seconds']:8.3f}")
     return "\n".join(lines)
 
 
@@ -186,14 +199,14 @@ def _query_figure(result: DemoResult, pos: int, rows: Sequence[str], path: Path)
 
 # -- html -------------------------------------------------------------------------------------------------------------
 def _html(result: DemoResult, table: str, timings: str, figures: List[Dict[str, object]],
-          comparison: Optional[List[Dict[str, object]]] = None) -> str:
+          finetune: Optional[List[Dict[str, object]]] = None) -> str:
     e = html.escape
     compared = ""
-    if comparison:
+    if finetune:
         body = "".join(
             f"<tr><td>{e(str(r['features']))}</td><td>{e(str(r['method']))}</td>"
             f"<td>{'-' if r['iter'] is None else r['iter']}</td>"
-            + "".join(f"<td>{r[n]:.4f}</td>" for n in METRIC_NAMES) + "</tr>" for r in comparison)
+            + "".join(f"<td>{r[n]:.4f}</td>" for n in METRIC_NAMES) + "</tr>" for r in finetune)
         compared = ("<h2>Before / after fine-tuning, before / after ICFRR</h2><table><tr><th>features</th>"
                     "<th>method</th><th>iter</th>" + "".join(f"<th>{n}</th>" for n in METRIC_NAMES)
                     + f"</tr>{body}</table>")
@@ -227,6 +240,8 @@ correct when it shares the query's Unicode emoji {e(result.config.level)}. Data 
 <h2>mAP@all per class (final iteration)</h2>
 <table><tr><th>class</th><th>queries</th><th>gallery</th>{''.join(f'<th>{e(METHODS[k])}</th>' for k in keys)}</tr>
 {per_class}</table>
+<h2>Compared with other re-rankers (same features; time of one run over all queries)</h2>
+<pre>{e(format_comparison(result))}</pre>
 <h2>Speed</h2><pre>{e(timings)}</pre>
 <h2>Notes</h2><ul>{notes}</ul>
 <h2>Queries (one random query per class, not chosen by result)</h2>{figs}
@@ -236,10 +251,10 @@ correct when it shares the query's Unicode emoji {e(result.config.level)}. Data 
 
 
 def write_report(result: DemoResult, out: Path,
-                 comparison: Optional[List[Dict[str, object]]] = None) -> Dict[str, Path]:
+                 finetune: Optional[List[Dict[str, object]]] = None) -> Dict[str, Path]:
     """Write ``index.html``, ``metrics.png``, ``query_<i>.png`` and ``results.json`` into ``out``; with
-    ``comparison`` (rows of :func:`~icfrr_fast.demo.experiment.compare_features`) also the before/after
-    fine-tuning table (in the page and as ``results.json["comparison"]``).
+    ``finetune`` (rows of :func:`~icfrr_fast.demo.experiment.compare_features`) also the before/after
+    fine-tuning table (in the page and as ``results.json["finetune_comparison"]``).
 
     Returns:
         {"html": ..., "json": ..., "plot": ..., "queries": [...]} paths.
@@ -254,14 +269,15 @@ def write_report(result: DemoResult, out: Path,
     data = result.to_json()
     data["table"] = table_rows(result)
     data["table_text"] = table
+    data["comparison_text"] = format_comparison(result)
     data["plot"] = {"file": "metrics.png", "series": drawn}
     data["figures"] = figures
-    if comparison:
-        data["comparison"] = comparison
+    if finetune:
+        data["finetune_comparison"] = finetune
     _io.atomic_write(out / "results.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
     _io.atomic_write(out / "index.html",
-                     lambda tmp: Path(tmp).write_text(_html(result, table, timings, figures, comparison),
+                     lambda tmp: Path(tmp).write_text(_html(result, table, timings, figures, finetune),
                                                           encoding="utf-8"))
     return {"html": out / "index.html", "json": out / "results.json", "plot": out / "metrics.png",
             "queries": [out / str(f["file"]) for f in figures]}

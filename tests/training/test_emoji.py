@@ -159,7 +159,7 @@ def test_emoji_config_cut_down_end_to_end(tmp_path, data_root, capsys):
     assert "before / after fine-tuning" in captured.out
     res = json.loads((report / "results.json").read_text())
     assert res["config"]["split"] == "unseen" and res["config"]["input_size"] == 32
-    comp = res["comparison"]
+    comp = res["finetune_comparison"]
     assert [(r["features"], r["iter"]) for r in comp] == [("ImageNet (frozen)", None), ("ImageNet (frozen)", 2),
                                                           ("fine-tuned", None), ("fine-tuned", 2)]
     assert comp[2]["mAP@all"] == res["metrics"]["none"][0]["mAP@all"]
