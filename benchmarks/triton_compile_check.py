@@ -63,7 +63,7 @@ def resource_usage(compiled) -> str:
 
 
 def _icfrr(arch: int, LP: int, paper: bool):
-    from icfrr_fast.triton.icfrr_candidates import _icfrr_candidates_kernel, _vote_shape
+    from icfrr_fast.triton.icfrr_candidates import _icfrr_candidates_kernel, _vote_shape, icfrr_num_warps
 
     vb, kb = _vote_shape(256, 250, 2048)
     sig = {"out_v_ptr": "*fp32", "out_i_ptr": "*i64", "out_stride": "i32", "hist_ptr": "*i64",
@@ -74,7 +74,7 @@ def _icfrr(arch: int, LP: int, paper: bool):
     # paper: the dense path's variant (rows already sorted); reference: candidate rows in any order (initial sort)
     ce = dict(PAPER=paper, EARLY_STOP=True, HISTORY=True, LARGEST=True, SORTED=paper, OUT_F64=False, LP=LP,
               LOG_HT=(4 * LP).bit_length() - 1, VB=vb, KB=kb)
-    return compile_kernel(_icfrr_candidates_kernel, sig, ce, arch, num_warps=max(4, min(16, LP // 256)),
+    return compile_kernel(_icfrr_candidates_kernel, sig, ce, arch, num_warps=icfrr_num_warps(LP),
                           num_stages=1, enable_fp_fusion=False)
 
 
@@ -92,7 +92,7 @@ def _knn(arch: int, dtype: str, k: int, metric: int):
 
 
 def _dense(arch: int, k: int, cfg: Optional[SelectConfig] = None):
-    from icfrr_fast.triton.dense_topk import DENSE_CONFIG, _dense_topk_kernel
+    from icfrr_fast.triton.dense_topk import DENSE_CONFIG, _dense_topk_kernel, dense_num_warps
 
     cfg = cfg or DENSE_CONFIG
     shape = cfg.collector_shape(k)
@@ -101,8 +101,8 @@ def _dense(arch: int, k: int, cfg: Optional[SelectConfig] = None):
            "bk_ptr": "*i64", "bp_ptr": "*i32", "R": "i32", "C": "i32", "k": "i32", "row_offset": "i32",
            "n_prog": "i32"}
     ce = dict(LARGEST=True, EXCLUDE_SELF=False, SIGNED_OUT=False, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **shape)
-    return compile_kernel(_dense_topk_kernel, sig, ce, arch,
-                          num_warps=max(cfg.num_warps, min(16, shape["KP"] // 256)), num_stages=cfg.num_stages)
+    return compile_kernel(_dense_topk_kernel, sig, ce, arch, num_warps=dense_num_warps(cfg, shape),
+                          num_stages=cfg.num_stages)
 
 
 def check_icfrr_ptx(ptx: str) -> List[str]:

@@ -17,7 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._collector import flush, program_scratch, reset_buffer, select_tile, write_topk
-from ._launch import SelectConfig, collector_scratch, empty, interpreted, persistent_programs
+from ._launch import SelectConfig, collector_scratch, empty, interpreted, launch_persistent
 
 __all__ = ["knn_topk_triton", "KNN_CONFIGS", "METRICS", "MAX_K"]
 
@@ -25,12 +25,12 @@ METRICS = ("ip", "cosine", "l2", "l2sq")  # kernel METRIC codes 0..3, as ops.KNN
 #: largest k the on-chip merge supports (the caller falls back above it)
 MAX_K = 4096
 #: GPU tile shapes by input dtype: 16-bit inputs use 128 x 128 tiles on 8 warps (two warpgroups for Hopper's wgmma),
-#: one persistent program per SM, all of them sweeping y in the same order so y tiles are shared through L2.
+#: as many persistent programs as fit on an SM (``_launch.persistent_programs``), all of them sweeping y in the same order so y tiles are shared through L2.
 KNN_CONFIGS = {
     torch.float16: SelectConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     torch.bfloat16: SelectConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     # fp32 with exact products runs on CUDA cores (FMA dot, operands in registers): a smaller tile keeps it there
-    torch.float32: SelectConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3, per_sm=2),
+    torch.float32: SelectConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3),
     torch.float64: SelectConfig(block_m=64, block_n=64, block_k=16, num_warps=4, num_stages=2),
 }
 
@@ -181,16 +181,17 @@ def knn_topk_triton(
     if Q == 0:
         return values, indices
     n_blocks = triton.cdiv(Q, config.block_m)
-    P = persistent_programs(dev, n_blocks, config.per_sm)
     bm = config.block_m
-    fill, thr_v, thr_i, qk, qi, bk, bp = collector_scratch(P, bm, shape, dev)
-    kernel[(P,)](
-        values, indices, values.stride(0), x, x.stride(0), y, y.stride(0), xn, yn, fill, thr_v, thr_i, qk, qi,
-        bk, bp, Q, G, D, k, row_offset, P,
+
+    def make_args(P: int) -> tuple:
+        return (values, indices, values.stride(0), x, x.stride(0), y, y.stride(0), xn, yn,
+                *collector_scratch(P, bm, shape, dev), Q, G, D, k, row_offset, P)
+
+    launch_persistent(kernel, dev, n_blocks, make_args, dict(
         METRIC=METRICS.index(metric), LARGEST=largest, EXCLUDE_SELF=exclude_self,
         PRECISION="ieee",  # fp32 inputs: exact fp32 products (precision "fp32" excludes TF32); 16-bit: ignored
         UPCAST=interp and x.dtype == torch.bfloat16,
         BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         num_warps=config.num_warps, num_stages=config.num_stages, **shape,
-    )
+    ))
     return values, indices
