@@ -10,7 +10,10 @@ shared memory, and it checks what the interpreter cannot see:
 Integer arguments that are multiples of 16 at run time (strides, sizes, pointers) are declared so, as Triton's
 launcher would specialise them; without that the pipeliner cannot use asynchronous copies.
 
-Usage:  python benchmarks/triton_compile_check.py [--arch 90] [--kernels icfrr,knn,dense] [--quick]
+Each line also counts the register spills (LDL/STL instructions in the SASS); ``--no-spills`` makes them failures
+(benchmarks/gpu_static.py reports them for every configuration the launchers pick).
+
+Usage:  python benchmarks/triton_compile_check.py [--arch 90] [--kernels icfrr,knn,dense] [--quick] [--no-spills]
 (about a minute per kernel on a laptop-class CPU; --quick compiles the smallest variant of each).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -105,6 +109,24 @@ def _dense(arch: int, k: int, cfg: Optional[SelectConfig] = None):
                           num_stages=cfg.num_stages)
 
 
+def sass(compiled) -> str:
+    """The kernel's SASS (cuobjdump -sass, bundled with triton)."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    path = f"/tmp/icfrr_compile_check_{os.getpid()}_sass.cubin"
+    with open(path, "wb") as f:
+        f.write(compiled.asm["cubin"])
+    try:
+        return subprocess.run([tool, "-sass", path], capture_output=True, text=True).stdout
+    finally:
+        os.remove(path)
+
+
+def spill_instructions(sass_text: str) -> int:
+    """Local-memory loads and stores (LDL/STL) in SASS text: Triton allocates no local arrays, so each one is a
+    register spill or fill."""
+    return len(re.findall(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?(?:LDL|STL)\b", sass_text, re.M))
+
+
 def check_icfrr_ptx(ptx: str) -> List[str]:
     """Problems in the ICFRR kernel's PTX (empty when none)."""
     problems = []
@@ -121,6 +143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--kernels", default="icfrr,knn,dense")
     p.add_argument("--quick", action="store_true", help="the smallest variant of each kernel")
     p.add_argument("--self-test", action="store_true", help="check the PTX checks on known text, compile nothing")
+    p.add_argument("--no-spills", action="store_true", help="count register spills (LDL/STL) as a failure")
     a = p.parse_args(argv)
     if a.self_test:
         assert check_icfrr_ptx("div.rn.f64 %fd1; add.f64 %fd2;") == []
@@ -153,8 +176,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             problems.append("no wgmma")
         if kind.startswith("knn") and "cp.async" not in ptx and "cp.async.bulk" not in ptx:
             problems.append("inner loop not pipelined (no cp.async)")
+        spills = spill_instructions(sass(c))
+        if spills and a.no_spills:
+            problems.append(f"{spills} spill instructions (LDL/STL)")
         failed += bool(problems)
-        print(f"{name:<40} sm_{a.arch} {time.time() - t0:6.1f} s  {resource_usage(c)}  "
+        print(f"{name:<40} sm_{a.arch} {time.time() - t0:6.1f} s  {resource_usage(c)} LDL+STL:{spills}  "
               f"{'; '.join(problems) or 'ok'}", flush=True)
     return 1 if failed else 0
 

@@ -55,9 +55,11 @@ def test_parsers_and_estimate():
             "        /*0020*/              @!P0 STL.64 [R1+0x8], R2 ;\n"
             "        /*0030*/                   LDL R4, [R1+0x8] ;\n"
             "        /*0040*/                   FFMA R5, R6, R7, R8 ;\n"
-            "        /*0050*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;\n")
+            "        /*0050*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;\n"
+            "        /*0060*/                   LDGSTS.E.BYPASS.LTC128B.128 [R9], desc[UR6][R2.64] ;\n"
+            "        /*0070*/                   LDG.E R3, desc[UR4][R4.64] ;\n")
     mix = m.instruction_mix(sass)
-    assert (mix["mma"], mix["local"], mix["ffma"], mix["bar"], mix["ldg"]) == (1, 2, 1, 1, 0)
+    assert (mix["mma"], mix["local"], mix["ffma"], mix["bar"], mix["ldg"], mix["cpasync"]) == (1, 2, 1, 1, 1, 1)
     assert m.estimate(1.0, 1, 8, "mma") == 1.0  # two warpgroups saturate the tensor cores
     assert m.estimate(1.0, 1, 8, "memory") == 4.0  # 8 of 32 warps
     assert math.isinf(m.estimate(1.0, 0, 8, "memory"))
