@@ -96,9 +96,9 @@ def _knn(arch: int, dtype: str, k: int, metric: int):
 
 
 def _dense(arch: int, k: int, cfg: Optional[SelectConfig] = None):
-    from icfrr_fast.triton.dense_topk import DENSE_CONFIG, _dense_topk_kernel, dense_num_warps
+    from icfrr_fast.triton.dense_topk import _dense_topk_kernel, dense_config, dense_num_warps
 
-    cfg = cfg or DENSE_CONFIG
+    cfg = cfg or dense_config(k)
     shape = cfg.collector_shape(k)
     sig = {"out_v_ptr": "*fp64", "out_i_ptr": "*i64", "out_stride": "i32", "x_ptr": "*fp32", "x_stride": "i32",
            "fill_ptr": "*i32", "thr_v_ptr": "*fp64", "thr_i_ptr": "*i32", "qk_ptr": "*i64", "qi_ptr": "*i32",
