@@ -10,7 +10,10 @@ shared memory, and it checks what the interpreter cannot see:
 Integer arguments that are multiples of 16 at run time (strides, sizes, pointers) are declared so, as Triton's
 launcher would specialise them; without that the pipeliner cannot use asynchronous copies.
 
-Usage:  python benchmarks/triton_compile_check.py [--arch 90] [--kernels icfrr,knn,dense] [--quick]
+Each line also counts the register spills (LDL/STL instructions in the SASS); ``--no-spills`` makes them failures
+(benchmarks/gpu_static.py reports them for every configuration the launchers pick).
+
+Usage:  python benchmarks/triton_compile_check.py [--arch 90] [--kernels icfrr,knn,dense] [--quick] [--no-spills]
 (about a minute per kernel on a laptop-class CPU; --quick compiles the smallest variant of each).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -63,7 +67,7 @@ def resource_usage(compiled) -> str:
 
 
 def _icfrr(arch: int, LP: int, paper: bool):
-    from icfrr_fast.triton.icfrr_candidates import _icfrr_candidates_kernel, _vote_shape
+    from icfrr_fast.triton.icfrr_candidates import _icfrr_candidates_kernel, _vote_shape, icfrr_num_warps
 
     vb, kb = _vote_shape(256, 250, 2048)
     sig = {"out_v_ptr": "*fp32", "out_i_ptr": "*i64", "out_stride": "i32", "hist_ptr": "*i64",
@@ -74,7 +78,7 @@ def _icfrr(arch: int, LP: int, paper: bool):
     # paper: the dense path's variant (rows already sorted); reference: candidate rows in any order (initial sort)
     ce = dict(PAPER=paper, EARLY_STOP=True, HISTORY=True, LARGEST=True, SORTED=paper, OUT_F64=False, LP=LP,
               LOG_HT=(4 * LP).bit_length() - 1, VB=vb, KB=kb)
-    return compile_kernel(_icfrr_candidates_kernel, sig, ce, arch, num_warps=max(4, min(16, LP // 256)),
+    return compile_kernel(_icfrr_candidates_kernel, sig, ce, arch, num_warps=icfrr_num_warps(LP),
                           num_stages=1, enable_fp_fusion=False)
 
 
@@ -92,17 +96,35 @@ def _knn(arch: int, dtype: str, k: int, metric: int):
 
 
 def _dense(arch: int, k: int, cfg: Optional[SelectConfig] = None):
-    from icfrr_fast.triton.dense_topk import DENSE_CONFIG, _dense_topk_kernel
+    from icfrr_fast.triton.dense_topk import _dense_topk_kernel, dense_config, dense_num_warps
 
-    cfg = cfg or DENSE_CONFIG
+    cfg = cfg or dense_config(k)
     shape = cfg.collector_shape(k)
     sig = {"out_v_ptr": "*fp64", "out_i_ptr": "*i64", "out_stride": "i32", "x_ptr": "*fp32", "x_stride": "i32",
            "fill_ptr": "*i32", "thr_v_ptr": "*fp64", "thr_i_ptr": "*i32", "qk_ptr": "*i64", "qi_ptr": "*i32",
            "bk_ptr": "*i64", "bp_ptr": "*i32", "R": "i32", "C": "i32", "k": "i32", "row_offset": "i32",
            "n_prog": "i32"}
     ce = dict(LARGEST=True, EXCLUDE_SELF=False, SIGNED_OUT=False, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **shape)
-    return compile_kernel(_dense_topk_kernel, sig, ce, arch,
-                          num_warps=max(cfg.num_warps, min(16, shape["KP"] // 256)), num_stages=cfg.num_stages)
+    return compile_kernel(_dense_topk_kernel, sig, ce, arch, num_warps=dense_num_warps(cfg, shape),
+                          num_stages=cfg.num_stages)
+
+
+def sass(compiled) -> str:
+    """The kernel's SASS (cuobjdump -sass, bundled with triton)."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    path = f"/tmp/icfrr_compile_check_{os.getpid()}_sass.cubin"
+    with open(path, "wb") as f:
+        f.write(compiled.asm["cubin"])
+    try:
+        return subprocess.run([tool, "-sass", path], capture_output=True, text=True).stdout
+    finally:
+        os.remove(path)
+
+
+def spill_instructions(sass_text: str) -> int:
+    """Local-memory loads and stores (LDL/STL) in SASS text: Triton allocates no local arrays, so each one is a
+    register spill or fill."""
+    return len(re.findall(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?(?:LDL|STL)\b", sass_text, re.M))
 
 
 def check_icfrr_ptx(ptx: str) -> List[str]:
@@ -121,6 +143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--kernels", default="icfrr,knn,dense")
     p.add_argument("--quick", action="store_true", help="the smallest variant of each kernel")
     p.add_argument("--self-test", action="store_true", help="check the PTX checks on known text, compile nothing")
+    p.add_argument("--no-spills", action="store_true", help="count register spills (LDL/STL) as a failure")
     a = p.parse_args(argv)
     if a.self_test:
         assert check_icfrr_ptx("div.rn.f64 %fd1; add.f64 %fd2;") == []
@@ -153,8 +176,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             problems.append("no wgmma")
         if kind.startswith("knn") and "cp.async" not in ptx and "cp.async.bulk" not in ptx:
             problems.append("inner loop not pipelined (no cp.async)")
+        spills = spill_instructions(sass(c))
+        if spills and a.no_spills:
+            problems.append(f"{spills} spill instructions (LDL/STL)")
         failed += bool(problems)
-        print(f"{name:<40} sm_{a.arch} {time.time() - t0:6.1f} s  {resource_usage(c)}  "
+        print(f"{name:<40} sm_{a.arch} {time.time() - t0:6.1f} s  {resource_usage(c)} LDL+STL:{spills}  "
               f"{'; '.join(problems) or 'ok'}", flush=True)
     return 1 if failed else 0
 

@@ -46,7 +46,7 @@ MAX_INT64 = 2**63 - 1
 MAX_ITERS = 2**31 - 1
 #: devices with a native kernel per op; every other device runs the reference. Tests parametrise over this.
 KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "icfrr_candidates": ["cpu", "cuda"],
-                  "knn_topk": ["cpu", "cuda"], "knn_scores": ["cpu"]}
+                  "knn_topk": ["cpu", "cuda"], "knn_scores": ["cpu", "cuda"]}
 
 # Tests set this to fill kernel outputs with poison before the kernel runs, so an unwritten element fails them.
 _poison_outputs = False
@@ -605,10 +605,12 @@ def _(x, y, metric, precision):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# CUDA kernels (issue 4). CUDA tensors run the Triton kernels of ``icfrr_fast.triton``, imported here lazily so that
-# ``import icfrr_fast`` never imports triton or initialises CUDA. Without Triton (or beyond what a Triton kernel
-# holds on chip) icfrr_rerank runs the CUDA build of the shared C++ core (``_C`` compiled with nvcc) and otherwise,
-# like dense_topk, the reference on the GPU -- each with a one-time warning, never silently.
+# CUDA kernels. CUDA tensors run the Triton kernels of ``icfrr_fast.triton``, imported here lazily so that
+# ``import icfrr_fast`` never imports triton or initialises CUDA. Where a Triton kernel does not apply (triton not
+# installed, or k / depth beyond what it holds on chip) a bounded exact path runs instead, with a one-time warning that
+# names it: a stable sort of row batches on the device (dense_topk; knn_topk above the on-chip k, over knn_scores
+# tiles), the CUDA build of the C++ core (icfrr_rerank), or the CPU kernels on host copies of batches. No path falls
+# back to a dense float64 reference or an O(G^2) buffer.
 # ------------------------------------------------------------------------------------------------------------------
 #: on-chip limits of the Triton kernels (icfrr_fast.triton.dense_topk.MAX_K = knn_topk.MAX_K,
 #: icfrr_candidates.MAX_DEPTH; a test checks they agree), kept here so that choosing a path never imports triton
@@ -649,6 +651,31 @@ def _cuda_workers(Q: int, bytes_per_worker: int, device: torch.device) -> int:
     return max(1, min(Q, 1 << 16, budget // max(1, bytes_per_worker)))
 
 
+#: elements of the (rows, columns) slab a row-batched fallback sorts (or copies to the host) at once
+_FALLBACK_BATCH_ELEMENTS = 1 << 26
+
+
+def _row_batches(rows: int, cols: int):
+    """Row ranges of at most ``_FALLBACK_BATCH_ELEMENTS`` elements (at least one row each)."""
+    step = max(1, _FALLBACK_BATCH_ELEMENTS // max(1, cols))
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)] or [(0, 0)]
+
+
+def _stable_topk_rows(s: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int):
+    """Top-k of each row of s (R, C) by a stable sort (best first, ties -> smaller column), on s's device; with
+    ``exclude_self`` column r + row_offset is dropped from row r (the best k + 1, less that column where present)."""
+    R, C = s.shape
+    kk = min(C, k + 1) if exclude_self else k
+    srt = torch.sort(s, dim=1, descending=largest, stable=True)
+    v, i = srt.values[:, :kk], srt.indices[:, :kk]
+    if exclude_self:
+        own = torch.arange(row_offset, row_offset + R, device=s.device)[:, None]
+        keep = i != own
+        keep &= keep.cumsum(dim=1) <= k
+        v, i = v[keep].view(R, k), i[keep].view(R, k)
+    return v.contiguous(), i.contiguous()
+
+
 def _dense_topk_cuda(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int):
     _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
     if _triton_available() and k <= TRITON_MAX_K:
@@ -656,10 +683,11 @@ def _dense_topk_cuda(x: Tensor, k: int, largest: bool, exclude_self: bool, row_o
 
         return dense_topk_triton(x, k, largest, exclude_self, row_offset, alloc=_alloc)
     why = "triton is not installed" if not _triton_available() else f"k = {k} > {TRITON_MAX_K} (Triton on-chip limit)"
-    _warn_once(("dense_topk", why), f"icfrr_fast.dense_topk on CUDA: {why}; running the reference (a full stable "
-                                    f"sort per row) instead of the Triton kernel")
-    v, i = reference.dense_topk(x, k, largest=largest, exclude_self=exclude_self, row_offset=row_offset)
-    return v.contiguous(), i.contiguous()
+    _warn_once(("dense_topk", why), f"icfrr_fast.dense_topk on CUDA: {why}; running a stable torch.sort of row "
+                                    f"batches on the device instead of the Triton kernel")
+    parts = [_stable_topk_rows(x[r0:r1], k, largest, exclude_self, row_offset + r0)
+             for r0, r1 in _row_batches(*x.shape)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _knn_topk_cuda(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
@@ -669,12 +697,35 @@ def _knn_topk_cuda(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exc
         from .triton.knn_topk import knn_topk_triton
 
         return knn_topk_triton(x, y, k, metric, largest, exclude_self, row_offset, precision, alloc=_alloc)
-    why = "triton is not installed" if not _triton_available() else f"k = {k} > {TRITON_MAX_K} (Triton on-chip limit)"
-    _warn_once(("knn_topk", why), f"icfrr_fast.knn_topk on CUDA: {why}; running the reference (a dense float64 "
-                                  f"(Q, G) matrix and a full sort per row) instead of the fused Triton kernel")
-    v, i = reference.knn_topk(x, y, k, metric=metric, exclude_self=exclude_self, largest=largest,
-                              row_offset=row_offset, precision=precision)
-    return v.to(_knn_out_dtype(x, precision)).contiguous(), i.contiguous()
+    if _triton_available():  # the same score tiles written in row batches, then a stable sort of each batch
+        from .triton.knn_scores import knn_scores_triton
+
+        _warn_once(("knn_topk", "k"), f"icfrr_fast.knn_topk on CUDA: k = {k} > {TRITON_MAX_K} (Triton on-chip "
+                                      f"limit); running the knn_scores Triton kernel on row batches and a stable "
+                                      f"torch.sort of each batch (same scores, same ranking)")
+        parts = []
+        for r0, r1 in _row_batches(x.shape[0], y.shape[0]):
+            s = knn_scores_triton(x[r0:r1], y, metric, precision, sqrt_l2=False)
+            parts.append(_stable_topk_rows(s, k, largest, exclude_self, row_offset + r0))
+        v, i = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if metric == "l2":  # ranked on the squared distance; reported as knn_topk does (float64 sqrt, one rounding)
+            v = v.to(torch.float64).sqrt().to(v.dtype)
+        return v, i
+    _warn_once(("knn_topk", "triton"), "icfrr_fast.knn_topk on CUDA: triton is not installed; running the CPU "
+                                       "kernel on host copies of x and y")
+    v, i = _cpu_knn(x.cpu(), y.cpu(), k, metric, largest, exclude_self, row_offset, precision, dense=False)
+    return v.to(x.device), i.to(x.device)
+
+
+def _knn_scores_cuda(x: Tensor, y: Tensor, metric: str, precision: str) -> Tensor:
+    _validate_knn_scores(x, y, metric, precision, check_data=True)
+    if _triton_available():
+        from .triton.knn_scores import knn_scores_triton
+
+        return knn_scores_triton(x, y, metric, precision, alloc=_alloc)
+    _warn_once(("knn_scores", "triton"), "icfrr_fast.knn_scores on CUDA: triton is not installed; running the CPU "
+                                         "kernel on host copies of x and y")
+    return _cpu_knn(x.cpu(), y.cpu(), 1, metric, True, False, 0, precision, dense=True)[0].to(x.device)
 
 
 def _icfrr_rerank_cuda_build(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
@@ -720,14 +771,12 @@ def _icfrr_rerank_cuda(scores, neighbors, k_q, beta, iters, semantics, largest, 
         _warn_once(("icfrr_rerank", why, "cuda"), f"icfrr_fast.icfrr_rerank on CUDA: {why}; running the CUDA build "
                                                   f"of the C++ core (one query per GPU thread, slower)")
         return _icfrr_rerank_cuda_build(scores, neighbors, *args)
-    _warn_once(("icfrr_rerank", why, "reference"), f"icfrr_fast.icfrr_rerank on CUDA: {why} and icfrr_fast._C has no "
-                                                   f"CUDA build; running the dense reference (O(G^2) memory)")
-    v, i, h = reference.icfrr_rerank(scores, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
-                                     largest=largest, depth=depth, k=k, return_history=return_history,
-                                     early_stop=early_stop)
-    if h is None:
-        h = torch.empty((scores.shape[0], 0, k), dtype=torch.int64, device=scores.device)
-    return v, i, h
+    _warn_once(("icfrr_rerank", why, "cpu"), f"icfrr_fast.icfrr_rerank on CUDA: {why} and icfrr_fast._C has no "
+                                             f"CUDA build; running the CPU kernel on host copies of query batches")
+    parts = []
+    for q0, q1 in _row_batches(*scores.shape):
+        parts.append(torch.ops.icfrr_fast.icfrr_rerank(scores[q0:q1].cpu(), neighbors.cpu(), *args))
+    return tuple(torch.cat([p[j] for p in parts]).to(scores.device) for j in range(3))
 
 
 def _icfrr_candidates_cuda(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
@@ -754,3 +803,4 @@ dense_topk.register_kernel("cuda")(_dense_topk_cuda)
 icfrr_rerank.register_kernel("cuda")(_icfrr_rerank_cuda)
 icfrr_candidates.register_kernel("cuda")(_icfrr_candidates_cuda)
 knn_topk.register_kernel("cuda")(_knn_topk_cuda)
+knn_scores.register_kernel("cuda")(_knn_scores_cuda)

@@ -36,3 +36,11 @@ def test_fma_detector():
 def test_all_kernels_compile_for_sm90():
     r = _run("--arch", "90")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_quick_compile_reports_spill_counts():
+    """Every compiled variant's line carries its spill count (LDL/STL instructions); the quick ICFRR variant has
+    none, so --no-spills passes on it."""
+    r = _run("--arch", "90", "--kernels", "icfrr", "--quick", "--no-spills")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "LDL+STL:0" in r.stdout, r.stdout

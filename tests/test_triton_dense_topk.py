@@ -50,3 +50,14 @@ def test_dense_topk_triton_ranked_float64_values():
     ref_v, ref_i = reference.dense_topk(x, 10, largest=False)
     assert_rankings_equal(i, ref_i)
     assert_values_equal(v, -ref_v.to(torch.float64))
+
+
+def test_dense_config_by_k():
+    """The GPU tile shape the launcher picks: 16-row blocks for a 1,024-wide buffer (no spills on sm_90), else the
+    default; the shape is not part of the result (the tests above run other shapes in the interpreter)."""
+    from icfrr_fast.triton.dense_topk import DENSE_CONFIG, dense_config
+
+    assert dense_config(256) is DENSE_CONFIG and dense_config(512) is DENSE_CONFIG
+    assert dense_config(4096) is DENSE_CONFIG
+    for k in (513, 1000, 1024):
+        assert dense_config(k).block_m == 16 and dense_config(k).block_n == DENSE_CONFIG.block_n

@@ -15,14 +15,29 @@ import triton.language as tl
 from torch import Tensor
 
 from ._collector import flush, program_scratch, reset_buffer, select_tile, write_topk
-from ._launch import SelectConfig, collector_scratch, empty, interpreted, persistent_programs
+from ._launch import SelectConfig, collector_scratch, empty, interpreted, launch_persistent, next_pow2
 
 __all__ = ["dense_topk_triton", "DENSE_CONFIG", "MAX_K"]
 
-#: GPU tile shape: 32 rows x 128 columns per tile, 8 warps; two programs per SM keep loads in flight.
-DENSE_CONFIG = SelectConfig(block_m=32, block_n=128, num_warps=8, num_stages=2, per_sm=2)
+#: GPU tile shape: 32 rows x 128 columns per tile, 8 warps (programs per SM: from the compiled kernel).
+DENSE_CONFIG = SelectConfig(block_m=32, block_n=128, num_warps=8, num_stages=2)
 #: largest k the on-chip merge supports (the caller falls back above it)
 MAX_K = 4096
+
+
+def dense_config(k: int) -> SelectConfig:
+    """GPU tile shape for k results: ``DENSE_CONFIG``, with 16-row blocks when the buffer is 1,024 wide (k in
+    513..1024): 32 rows spill there on sm_90 (4 local-memory instructions at 255 registers), 16 rows fit in 240
+    (benchmarks/gpu_static.py)."""
+    if 512 < next_pow2(k) <= 1024:
+        return SelectConfig(block_m=16, block_n=DENSE_CONFIG.block_n, num_warps=DENSE_CONFIG.num_warps,
+                            num_stages=DENSE_CONFIG.num_stages)
+    return DENSE_CONFIG
+
+
+def dense_num_warps(config: SelectConfig, shape: dict) -> int:
+    """Warps of the dense kernel: a large k merges (1, KP) rows, and more warps keep its pairs in registers."""
+    return max(config.num_warps, min(16, shape["KP"] // 256))
 
 
 @triton.jit
@@ -101,7 +116,7 @@ def dense_topk_triton(
         signed_values: False returns the values as ranked ("larger is better": negated when ``largest=False``),
             which is what the ICFRR kernel consumes.
         value_dtype: dtype of the returned values (default: x's dtype; float64 is exact for every input).
-        config: tile shape (default ``DENSE_CONFIG`` on a GPU, a tiny shape in the interpreter).
+        config: tile shape (default ``dense_config(k)`` on a GPU, a tiny shape in the interpreter).
         alloc: ``alloc(shape, dtype, device)`` allocates the outputs (tests pass one that poisons them).
 
     Returns:
@@ -112,22 +127,23 @@ def dense_topk_triton(
         x = x.contiguous()
     kernel = _dense_topk_kernel
     if config is None:
-        config = DENSE_CONFIG if not interpreted(kernel) else SelectConfig(block_m=4, block_n=16)
+        config = dense_config(k) if not interpreted(kernel) else SelectConfig(block_m=4, block_n=16)
     shape = config.collector_shape(k)
     dev = x.device
     work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     values = alloc((R, k), work_dtype, dev)
     indices = alloc((R, k), torch.int64, dev)
     n_blocks = triton.cdiv(R, config.block_m)
-    P = persistent_programs(dev, n_blocks, config.per_sm)
     bm = config.block_m
-    fill, thr_v, thr_i, qk, qi, bk, bp = collector_scratch(P, bm, shape, dev)
-    kernel[(P,)](
-        values, indices, values.stride(0), x, x.stride(0), fill, thr_v, thr_i, qk, qi, bk, bp,
-        R, C, k, row_offset, P,
+
+    def make_args(P: int) -> tuple:
+        return (values, indices, values.stride(0), x, x.stride(0), *collector_scratch(P, bm, shape, dev),
+                R, C, k, row_offset, P)
+
+    launch_persistent(kernel, dev, n_blocks, make_args, dict(
         LARGEST=largest, EXCLUDE_SELF=exclude_self, SIGNED_OUT=signed_values, BLOCK_M=bm, BLOCK_N=config.block_n,
         # a large k merges (1, KP) rows: more warps keep its pairs in registers
-        num_warps=max(config.num_warps, min(16, shape["KP"] // 256)), num_stages=config.num_stages, **shape,
-    )
+        num_warps=dense_num_warps(config, shape), num_stages=config.num_stages, **shape,
+    ))
     out_dtype = value_dtype if value_dtype is not None else x.dtype
     return values.to(out_dtype), indices

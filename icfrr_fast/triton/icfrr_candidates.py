@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._launch import empty, interpreted, next_pow2, persistent_programs
+from ._launch import empty, interpreted, launch_persistent, next_pow2
 from ._pair_sort import SENTINEL, rank_key, rank_key_value, sort_pairs
 
 __all__ = ["icfrr_candidates_triton", "MAX_DEPTH"]
@@ -197,6 +197,11 @@ def _vote_shape(K_g: int, kq: int, lanes: int) -> Tuple[int, int]:
     return vb, kb
 
 
+def icfrr_num_warps(LP: int) -> int:
+    """Warps of the ICFRR kernel for LP candidate slots: one element per thread per 256 slots, 4 to 16 warps."""
+    return max(4, min(16, LP // 256))
+
+
 def icfrr_candidates_triton(
     scores: Tensor,
     ids: Tensor,
@@ -229,7 +234,8 @@ def icfrr_candidates_triton(
             output): the kernel then skips its initial sort.
         out_dtype: dtype of the values the kernel writes: float32 or float64 (default: float32 for float32 scores,
             else float64, which the caller rounds once to the scores' dtype).
-        num_programs: persistent grid size (default: 4 per SM; 2 in the interpreter).
+        num_programs: persistent grid size (default: as many as the compiled kernel fits on the GPU at once,
+            ``_launch.persistent_programs``; 2 in the interpreter).
         alloc: ``alloc(shape, dtype, device)`` allocates the outputs (tests pass one that poisons them).
 
     Returns:
@@ -249,29 +255,31 @@ def icfrr_candidates_triton(
     LP = max(16, next_pow2(L))
     log_ht = (LP * 4).bit_length() - 1  # load factor <= 1/4: short probe sequences
     vb, kb = _vote_shape(neighbors.shape[1], min(k_q, L), 64 if interp else 2048)
-    P = num_programs or persistent_programs(dev, Q, 4)
     values = alloc((Q, k), out_dtype, dev)
     indices = alloc((Q, k), torch.int64, dev)
     history = alloc((Q, iters + 1 if return_history else 0, k), torch.int64, dev)
     if Q == 0:
         return values, indices, history
     hist_arg = history if return_history else indices  # never written when HISTORY is off
-    tab = torch.full((P, (1 << log_ht) + 1), -1, dtype=torch.int64, device=dev)
-    acc = torch.zeros((P, LP), dtype=torch.int64, device=dev)
-    gid = torch.empty((P, LP), dtype=torch.int32, device=dev)
-    og = torch.empty((P, LP), dtype=torch.int32, device=dev)
     par = torch.tensor([float(beta)], dtype=torch.float64, device=dev)
     cv = scores if scores.stride(-1) == 1 else scores.contiguous()
     ci = ids if ids.stride(-1) == 1 else ids.contiguous()
     nbr = neighbors if neighbors.stride(1) == 1 else neighbors.contiguous()
-    kernel[(P,)](
-        values, indices, values.stride(0),
-        hist_arg, history.stride(0) if return_history else 0, history.stride(1) if return_history else 0,
-        cv, cv.stride(0), ci, ci.stride(0), nbr, nbr.stride(0), par, tab, acc, gid, og,
-        Q, gallery_size, nbr.shape[1], k_q, L, k, iters, P,
+
+    def make_args(P: int) -> tuple:
+        tab = torch.full((P, (1 << log_ht) + 1), -1, dtype=torch.int64, device=dev)
+        acc = torch.zeros((P, LP), dtype=torch.int64, device=dev)
+        gid = torch.empty((P, LP), dtype=torch.int32, device=dev)
+        og = torch.empty((P, LP), dtype=torch.int32, device=dev)
+        return (values, indices, values.stride(0),
+                hist_arg, history.stride(0) if return_history else 0, history.stride(1) if return_history else 0,
+                cv, cv.stride(0), ci, ci.stride(0), nbr, nbr.stride(0), par, tab, acc, gid, og,
+                Q, gallery_size, nbr.shape[1], k_q, L, k, iters, P)
+
+    launch_persistent(kernel, dev, Q, make_args, dict(
         PAPER=semantics == "paper", EARLY_STOP=early_stop, HISTORY=return_history, LARGEST=largest,
         SORTED=rows_sorted, OUT_F64=out_dtype == torch.float64,
         LP=LP, LOG_HT=log_ht, VB=vb, KB=kb,
-        num_warps=max(4, min(16, LP // 256)), num_stages=1, enable_fp_fusion=False,
-    )
+        num_warps=icfrr_num_warps(LP), num_stages=1, enable_fp_fusion=False,
+    ), programs=num_programs)
     return values, indices, history

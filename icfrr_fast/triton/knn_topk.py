@@ -17,7 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._collector import flush, program_scratch, reset_buffer, select_tile, write_topk
-from ._launch import SelectConfig, collector_scratch, empty, interpreted, persistent_programs
+from ._launch import SelectConfig, collector_scratch, empty, interpreted, launch_persistent
 
 __all__ = ["knn_topk_triton", "KNN_CONFIGS", "METRICS", "MAX_K"]
 
@@ -25,14 +25,44 @@ METRICS = ("ip", "cosine", "l2", "l2sq")  # kernel METRIC codes 0..3, as ops.KNN
 #: largest k the on-chip merge supports (the caller falls back above it)
 MAX_K = 4096
 #: GPU tile shapes by input dtype: 16-bit inputs use 128 x 128 tiles on 8 warps (two warpgroups for Hopper's wgmma),
-#: one persistent program per SM, all of them sweeping y in the same order so y tiles are shared through L2.
+#: as many persistent programs as fit on an SM (``_launch.persistent_programs``), all of them sweeping y in the same
+#: order so y tiles are shared through L2.
 KNN_CONFIGS = {
     torch.float16: SelectConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     torch.bfloat16: SelectConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     # fp32 with exact products runs on CUDA cores (FMA dot, operands in registers): a smaller tile keeps it there
-    torch.float32: SelectConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3, per_sm=2),
+    torch.float32: SelectConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3),
     torch.float64: SelectConfig(block_m=64, block_n=64, block_k=16, num_warps=4, num_stages=2),
 }
+
+
+@triton.jit
+def score_tile(x_row, row_ok, xn, y_ptr, y_stride, yn_ptr, cols, col_ok, D, acc_dtype: tl.constexpr,
+               METRIC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) scores of rows ``x_row`` against items ``cols``: acc = x.y by ``tl.dot`` over BLOCK_K
+    feature steps, then cosine (acc * 1/|x|) * 1/|y|, l2/l2sq max((|x|^2 + |y|^2) - 2 acc, 0), ip acc. Shared by
+    knn_topk and knn_scores, so both see the same bits."""
+    y_col = y_ptr + cols.to(tl.int64) * y_stride
+    acc = tl.zeros([BLOCK_M, BLOCK_N], acc_dtype)
+    for d0 in range(0, D, BLOCK_K):
+        dd = d0 + tl.arange(0, BLOCK_K)
+        d_ok = dd < D
+        a = tl.load(x_row[:, None] + dd[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        b = tl.load(y_col[None, :] + dd[:, None], mask=d_ok[:, None] & col_ok[None, :], other=0.0)
+        if UPCAST:  # the interpreter's bf16 dot is wrong (NOTES.md); bf16 -> fp32 is exact
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=acc_dtype)
+    if METRIC == 1:  # cosine
+        yn = tl.load(yn_ptr + cols, mask=col_ok, other=0.0)
+        s = acc * xn[:, None] * yn[None, :]
+    elif METRIC >= 2:  # squared Euclidean distance ("l2" ranks it too and returns its square root)
+        yn = tl.load(yn_ptr + cols, mask=col_ok, other=0.0)
+        s = tl.maximum(xn[:, None] + yn[None, :] - 2.0 * acc, 0.0)
+    else:
+        s = acc
+    return s
 
 
 @triton.jit
@@ -64,6 +94,8 @@ def _knn_topk_kernel(
         x_row = x_ptr + rows.to(tl.int64) * x_stride
         if METRIC != 0:
             xn = tl.load(xn_ptr + rows, mask=row_ok, other=0.0)
+        else:
+            xn = tl.zeros([BLOCK_M], acc_dtype)  # unused by "ip"
         reset_buffer(bk_ptr, bp_ptr, BLOCK_M, KP, MR)
         thr_v = tl.full([BLOCK_M], float("-inf"), acc_dtype)
         thr_i = tl.full([BLOCK_M], 2147483647, tl.int32)
@@ -72,25 +104,8 @@ def _knn_topk_kernel(
         for n0 in range(0, G, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
             col_ok = cols < G
-            y_col = y_ptr + cols.to(tl.int64) * y_stride
-            acc = tl.zeros([BLOCK_M, BLOCK_N], acc_dtype)
-            for d0 in range(0, D, BLOCK_K):
-                dd = d0 + tl.arange(0, BLOCK_K)
-                d_ok = dd < D
-                a = tl.load(x_row[:, None] + dd[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-                b = tl.load(y_col[None, :] + dd[:, None], mask=d_ok[:, None] & col_ok[None, :], other=0.0)
-                if UPCAST:  # the interpreter's bf16 dot is wrong (NOTES.md); bf16 -> fp32 is exact
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=acc_dtype)
-            if METRIC == 1:  # cosine
-                yn = tl.load(yn_ptr + cols, mask=col_ok, other=0.0)
-                s = acc * xn[:, None] * yn[None, :]
-            elif METRIC >= 2:  # squared Euclidean distance ("l2" ranks it too and returns its square root)
-                yn = tl.load(yn_ptr + cols, mask=col_ok, other=0.0)
-                s = tl.maximum(xn[:, None] + yn[None, :] - 2.0 * acc, 0.0)
-            else:
-                s = acc
+            s = score_tile(x_row, row_ok, xn, y_ptr, y_stride, yn_ptr, cols, col_ok, D, acc_dtype, METRIC,
+                           PRECISION, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
             if LARGEST:
                 v = s
             else:
@@ -118,6 +133,24 @@ def _row_norms(t: Tensor, metric: str, dtype: torch.dtype) -> Tensor:
     if metric == "cosine":
         return torch.where(s > 0, 1.0 / s.sqrt(), torch.zeros_like(s)).to(dtype)
     return s.to(dtype)
+
+
+def prepare_inputs(x: Tensor, y: Tensor, metric: str, precision: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The kernels' inputs: x, y rounded to bfloat16 for precision "bf16" (round to nearest even, as the CPU op),
+    unit feature stride; the per-row factors xn (Q,), yn (G,) in the accumulator dtype (float64 for float64
+    inputs, else float32; a 1-element placeholder for "ip")."""
+    if precision == "bf16" and x.dtype != torch.bfloat16:
+        x, y = x.to(torch.bfloat16), y.to(torch.bfloat16)
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if y.stride(1) != 1:
+        y = y.contiguous()
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if metric == "ip":
+        xn = yn = torch.empty(1, dtype=acc_dtype, device=x.device)
+    else:
+        xn, yn = _row_norms(x, metric, acc_dtype), _row_norms(y, metric, acc_dtype)
+    return x, y, xn, yn
 
 
 def knn_topk_triton(
@@ -157,40 +190,32 @@ def knn_topk_triton(
     """
     if largest is None:
         largest = metric not in ("l2", "l2sq")
-    if precision == "bf16" and x.dtype != torch.bfloat16:
-        x, y = x.to(torch.bfloat16), y.to(torch.bfloat16)  # round to nearest even, as the CPU op
+    x, y, xn, yn = prepare_inputs(x, y, metric, precision)
     Q, D = x.shape
     G = y.shape[0]
-    if x.stride(1) != 1:
-        x = x.contiguous()
-    if y.stride(1) != 1:
-        y = y.contiguous()
     kernel = _knn_topk_kernel
     interp = interpreted(kernel)
     if config is None:
         config = KNN_CONFIGS[x.dtype] if not interp else SelectConfig(block_m=16, block_n=16, block_k=16)
     shape = config.collector_shape(k)
     dev = x.device
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if metric == "ip":
-        xn = yn = torch.empty(1, dtype=acc_dtype, device=dev)
-    else:
-        xn, yn = _row_norms(x, metric, acc_dtype), _row_norms(y, metric, acc_dtype)
+    acc_dtype = xn.dtype
     values = alloc((Q, k), acc_dtype, dev)
     indices = alloc((Q, k), torch.int64, dev)
     if Q == 0:
         return values, indices
     n_blocks = triton.cdiv(Q, config.block_m)
-    P = persistent_programs(dev, n_blocks, config.per_sm)
     bm = config.block_m
-    fill, thr_v, thr_i, qk, qi, bk, bp = collector_scratch(P, bm, shape, dev)
-    kernel[(P,)](
-        values, indices, values.stride(0), x, x.stride(0), y, y.stride(0), xn, yn, fill, thr_v, thr_i, qk, qi,
-        bk, bp, Q, G, D, k, row_offset, P,
+
+    def make_args(P: int) -> tuple:
+        return (values, indices, values.stride(0), x, x.stride(0), y, y.stride(0), xn, yn,
+                *collector_scratch(P, bm, shape, dev), Q, G, D, k, row_offset, P)
+
+    launch_persistent(kernel, dev, n_blocks, make_args, dict(
         METRIC=METRICS.index(metric), LARGEST=largest, EXCLUDE_SELF=exclude_self,
         PRECISION="ieee",  # fp32 inputs: exact fp32 products (precision "fp32" excludes TF32); 16-bit: ignored
         UPCAST=interp and x.dtype == torch.bfloat16,
         BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         num_warps=config.num_warps, num_stages=config.num_stages, **shape,
-    )
+    ))
     return values, indices
