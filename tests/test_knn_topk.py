@@ -153,11 +153,15 @@ def test_simd_level_setter_and_cpu_info(monkeypatch):
     assert icfrr_fast.simd_level() == LEVELS[-1]
 
 
-@pytest.mark.parametrize("metric,ints", [("cosine", False), ("l2", False), ("ip", True), ("l2sq", True)],
-                         ids=["cosine", "l2", "ip-integer-ties", "l2sq-integer-ties"])
-def test_symmetric_graph_build_is_bit_identical(simd, metric, ints):
+@pytest.mark.parametrize(
+    "level,metric,ints",
+    [(LEVELS[-1], "l2", False), (LEVELS[-1], "l2sq", True)]
+    + [(level, m, ints) for level in LEVELS for m, ints in (("cosine", False), ("ip", True))],
+    ids=lambda v: {False: "float", True: "integer-ties"}.get(v, v) if isinstance(v, (bool, str)) else None)
+def test_symmetric_graph_build_is_bit_identical(level, metric, ints):
     """x is y with exclude_self: each pair of row blocks computed once (half the FLOPs) gives exactly the plain
-    loop's result, ties included, for 1 and 2 threads."""
+    loop's result, ties included, for 1 and 2 threads, at every SIMD level."""
+    _native.set_simd_level(level)
     gen = torch.Generator().manual_seed(11)
     g = torch.randint(-2, 3, (1000, 384), generator=gen).float() if ints else torch.randn(1000, 384, generator=gen)
     for threads in (1, 2):  # the shape is one the kernel builds symmetrically
@@ -168,6 +172,7 @@ def test_symmetric_graph_build_is_bit_identical(simd, metric, ints):
         icfrr_fast.set_num_threads(threads)
         results.append(icfrr_fast.knn(g, g, 60, metric=metric, exclude_self=True))
     _native.set_knn_symmetric_enabled(True)
+    _native.set_simd_level(None)
     (v0, i0) = results[0]
     for v, i in results[1:]:
         assert_values_equal(v, v0)

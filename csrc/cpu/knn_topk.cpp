@@ -440,15 +440,21 @@ int64_t symmetric_block(const KnnTopKArgs& a, int64_t mr, int64_t nr, int nt) {
   // live in DRAM: measured (G = 15,000, k = 256, 2 threads) equal to the plain loop at D = 256, 1.2x faster at
   // D = 384, 1.5x at D = 512, slower at D = 128.
   if (a.D < 384) return 0;
-  // rows per block: a multiple of both MR and NR (so blocks are whole A and B panels), near the plain loop's MC
+  // Rows per block: a multiple of both MR and NR (so blocks are whole A and B panels). Every block pair offers each
+  // of its 2 mb rows one run of mb candidates, so the selection's per-run costs (a collector in DRAM, a lock, a
+  // column gather) shrink as 1 / mb against the tile's mb^2 D FMAs: measured (G = 24,000, D = 768, k = 257, one
+  // thread, AVX-512) 96 rows 51 GFLOP/s performed, 192 rows 57, 288 rows 61 (bf16: 98, 111, 123); 384 rows no
+  // better. So about 288 rows, fewer when that leaves under 3 blocks per thread or the collectors of all rows
+  // (2k + mb slots each) would exceed ~1 GiB (the plain loop needs none of this: its collectors live for one block
+  // of rows at a time).
   const int64_t unit = std::lcm(mr, nr);
-  const Blocking blk = choose_blocking<T>(a.Q, a.D, mr, nr, nt);
-  const int64_t mb = std::max<int64_t>(unit, ((blk.mc + unit / 2) / unit) * unit);
-  // enough blocks to share out; collectors for all rows within a memory budget (~1 GiB; the plain loop needs none
-  // of this: its collectors live for one block of rows at a time)
-  const int64_t nb = (a.G + mb - 1) / mb;
-  const double collector_bytes = static_cast<double>(a.G) * (2 * a.k + mb) * (sizeof(T) + sizeof(int64_t));
-  if (nb < 3 * nt || collector_bytes > static_cast<double>(1ll << 30)) return 0;
+  int64_t mb = std::max<int64_t>(unit, ((288 + unit / 2) / unit) * unit);
+  auto collector_bytes = [&](int64_t m) {
+    return static_cast<double>(a.G) * (2 * a.k + m) * (sizeof(T) + sizeof(int64_t));
+  };
+  while (mb > unit && ((a.G + mb - 1) / mb < 3 * nt || collector_bytes(mb) > static_cast<double>(1ll << 30)))
+    mb -= unit;
+  if ((a.G + mb - 1) / mb < 3 * nt || collector_bytes(mb) > static_cast<double>(1ll << 30)) return 0;
   return mb;
 }
 
