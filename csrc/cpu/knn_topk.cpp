@@ -458,6 +458,28 @@ int64_t symmetric_block(const KnnTopKArgs& a, int64_t mr, int64_t nr, int nt) {
   return mb;
 }
 
+/// Call hit(c) for every c in [0, n) in increasing order whose score s[c] may enter the collector with threshold
+/// thr[c] (LARGEST: s[c] >= thr[c]); hit may tighten thr[c] (read again for later rows). thr has 16 slack elements.
+template <typename T, bool LARGEST, typename Hit>
+void offer_columns(const T* s, const T* thr, int64_t n, Hit&& hit) {
+#if defined(ICFRR_TOPK_AVX512)
+  if constexpr (std::is_same<T, float>::value) {
+    if (simd_at_least(SimdLevel::kAVX512)) {
+      for (int64_t c0 = 0; c0 < n; c0 += 16) {
+        uint32_t m = topk_avx512::at_least_mask<LARGEST>(s + c0, thr + c0, n - c0);
+        while (m) {
+          hit(c0 + __builtin_ctz(m));
+          m &= m - 1;
+        }
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t c = 0; c < n; ++c)
+    if (!RankOrder<LARGEST>::value_before(thr[c], s[c])) hit(c);
+}
+
 template <typename T, bool LARGEST>
 bool run_symmetric(const KnnTopKArgs& a, const Kernel<T>& kern, int64_t mb, InterruptPoll poll) {
   const T* X = static_cast<const T*>(a.x);
@@ -486,13 +508,12 @@ bool run_symmetric(const KnnTopKArgs& a, const Kernel<T>& kern, int64_t mb, Inte
 
   struct Scratch {
     AlignedBuffer<T> c;
-    std::vector<T> col, buf;
+    std::vector<T> thr;
   };
   std::vector<Scratch> scratch(nt);
   for (auto& s : scratch) {
     s.c.resize(mb * mb);
-    s.col.resize(mb);
-    s.buf.resize(mb);
+    s.thr.resize(mb + 16);
   }
   const bool ip = a.metric == KnnMetric::kIP;
   // Work item w = block I = w: the largest share (I = 0 pairs with every block) first, for the dynamic schedule.
@@ -506,20 +527,25 @@ bool run_symmetric(const KnnTopKArgs& a, const Kernel<T>& kern, int64_t mb, Inte
       tile_dots(kern, xpack.data() + i0 * De, (ri + mr - 1) / mr, ypack.data() + j0 * De, (rj + nr - 1) / nr, De,
                 blk.kc, C, mb);
       omp_set_lock(&locks[I]);
-      for (int64_t r = 0; r < ri; ++r) {  // rows of block I: items of J
-        const T* sc = row_scores(a.metric, C + r * mb, ip ? T(0) : f[i0 + r], ip ? nullptr : f.data() + j0, rj,
-                                 s.buf.data(), false, false);
+      for (int64_t r = 0; r < ri; ++r) {  // rows of block I: items of J; the scores replace the dots in C
+        T* row = C + r * mb;
+        const T* sc = row_scores(a.metric, row, ip ? T(0) : f[i0 + r], ip ? nullptr : f.data() + j0, rj, row, false,
+                                 false);
         rows[i0 + r].push_run(sc, rj, j0, i0 + r);
       }
       omp_unset_lock(&locks[I]);
       if (I == J) continue;
+      // Rows of block J: items of I, i.e. column c of the score tile for row j0 + c (every formula is symmetric in
+      // the pair, so C holds their scores too). Scanned row by row against the J rows' thresholds: only the rare
+      // candidates that can enter touch a collector (no column gathers, no run per J row).
       omp_set_lock(&locks[J]);
-      for (int64_t c = 0; c < rj; ++c) {  // rows of block J: items of I (column c of the tile)
-        for (int64_t r = 0; r < ri; ++r) s.col[r] = C[r * mb + c];
-        const T* sc = row_scores(a.metric, s.col.data(), ip ? T(0) : f[j0 + c], ip ? nullptr : f.data() + i0, ri,
-                                 s.buf.data(), false, false);
-        rows[j0 + c].push_run(sc, ri, i0, -1);
-      }
+      T* thr = s.thr.data();
+      for (int64_t c = 0; c < rj; ++c) thr[c] = rows[j0 + c].threshold();
+      for (int64_t r = 0; r < ri; ++r)
+        offer_columns<T, LARGEST>(C + r * mb, thr, rj, [&](int64_t c) {
+          rows[j0 + c].push_one(C[r * mb + c], i0 + r);
+          thr[c] = rows[j0 + c].threshold();
+        });
       omp_unset_lock(&locks[J]);
     }
   });

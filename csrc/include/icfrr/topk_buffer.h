@@ -118,6 +118,14 @@ ICFRR_AVX512_FN float kth_best(float* a, int64_t n, int64_t k, float* b, float* 
   return a[k - 1];
 }
 
+/// Mask of the lanes c < min(16, n) with s[c] at least as good as thr[c] (LARGEST: s[c] >= thr[c]).
+template <bool LARGEST>
+ICFRR_AVX512_FN uint32_t at_least_mask(const float* s, const float* thr, int64_t n) {
+  const __mmask16 valid = static_cast<__mmask16>(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+  return _mm512_mask_cmp_ps_mask(valid, _mm512_maskz_loadu_ps(valid, s), _mm512_maskz_loadu_ps(valid, thr),
+                                 LARGEST ? _CMP_GE_OQ : _CMP_LE_OQ);
+}
+
 /// Stable in-place compaction of (vals, ids)[0, n): keep the values at least as good as t (LARGEST: v >= t).
 /// Returns the count kept. Both arrays have 16 elements of slack.
 template <bool LARGEST>
@@ -213,6 +221,18 @@ class TopKBuffer {
 #endif
     for (; i < n; ++i) append(x[i], thr, first_id + i, skip);
     if (n_ >= 2 * k_) cut();
+  }
+
+  /// The current threshold: a candidate enters only if strictly better (ANY_ORDER: at least as good).
+  T threshold() const { return thr_; }
+
+  /// Offer one candidate (ANY_ORDER collectors, which take candidates in any index order).
+  void push_one(T v, int64_t id) {
+    static_assert(ANY_ORDER, "push_one: candidates in any order need an ANY_ORDER collector");
+    if (!admits(v, thr_)) return;
+    vals_[n_] = v;
+    ids_[n_] = id;
+    if (++n_ >= 2 * k_) cut();
   }
 
   /// Write the kept pairs best first into out_vals[0..size()) and out_ids[0..size()).
