@@ -2,12 +2,18 @@
 torch.topk over row tiles; plus the best float32 matrix-product rate of this machine, measured in the same run.
 
 Question per group: "k-NN graph of G items (D, k): how fast is each provider, and what share of the best fp32
-matmul rate does it reach?" Every provider runs on the same threads (``--threads``, default all cores) and on the
-same features; icfrr_fast's result is checked once against faiss (tie-aware), outside the timed call.
+matmul rate does it reach?" Every provider runs on the same threads (``BENCH_THREADS``, default all cores) and on
+the same features; icfrr_fast's result is checked once against faiss (tie-aware), outside the timed call. Ratios
+from the same run land in each entry's extra_info (printed by the summary; faiss is the group's baseline):
+``metric_performed_vs_sgemm`` (the FLOPs icfrr_fast performs per second over the best matmul rate: numpy/OpenBLAS
+or torch), ``metric_effective_vs_sgemm`` (the problem's 2 G^2 D per second over it), ``metric_vs_fp32`` (bf16 and
+the forced-AVX2 run: speed over the default fp32 run). The SIMD level and CPU flags of every run are recorded
+(benchmarks/conftest.py); ``icfrr_fast-avx2`` forces the AVX2 level (set_simd_level) for comparison.
 
-Run (see benchmarks/README.md; faiss and numpy use OpenBLAS, whose kernel choice depends on OPENBLAS_CORETYPE):
+Run (see benchmarks/README.md; faiss and numpy use OpenBLAS, whose kernel choice depends on OPENBLAS_CORETYPE; the
+BLAS kernel in use is recorded in extra_info["blas"]):
 
-    OPENBLAS_CORETYPE=Haswell pytest benchmarks/bench_knn_topk.py --benchmark-enable -m "not slow" \
+    pytest benchmarks/bench_knn_topk.py --benchmark-enable -m "not slow" \
         --benchmark-json=benchmarks/results/knn_topk-$(hostname).json
 
 ``-m slow`` adds the headline size G = 50,000, D = 768, k = 257 (minutes per provider on 2 cores).
@@ -34,8 +40,10 @@ SIZES = [
     pytest.param(50_000, 128, 257, id="G=50000,D=128,k=257"),
     pytest.param(50_000, 768, 257, id="G=50000,D=768,k=257", marks=pytest.mark.slow),
 ]
-# icfrr_fast-plain: the symmetric graph build switched off (every pair computed twice, like faiss and torch do)
-PROVIDERS = ["icfrr_fast", "icfrr_fast-plain", "icfrr_fast-bf16", "faiss", "torch", "matmul"]
+# icfrr_fast-plain: the symmetric graph build switched off (every pair computed twice, like faiss and torch do);
+# icfrr_fast-avx2: the AVX2 level forced. Order matters: matmul first and icfrr_fast before the ratios against them.
+PROVIDERS = ["matmul", "faiss", "icfrr_fast", "icfrr_fast-plain", "icfrr_fast-bf16", "icfrr_fast-avx2", "torch"]
+_same_run = {}  # (G, D, k) -> {"sgemm_gflops": best matmul rate, "fp32_seconds": icfrr_fast's time}
 TORCH_TILE_ROWS = 4096  # torch path: (4096, G) score tiles, then torch.topk: the naive "materialise, then select"
 
 
@@ -48,7 +56,7 @@ def _blas_info() -> str:
         from threadpoolctl import threadpool_info
 
         return "; ".join(f"{i.get('internal_api')}:{i.get('architecture')}:{i.get('num_threads')}"
-                         for i in threadpool_info())
+                         for i in threadpool_info()) + f"; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}"
     except ImportError:  # threadpoolctl is a bench extra
         return "threadpoolctl not installed"
 
@@ -65,8 +73,7 @@ _features_cache = {}
 
 
 def _features(G: int, D: int) -> torch.Tensor:
-    if (G, D) not in _features_cache:
-        _features_cache.clear()
+    if (G, D) not in _features_cache:  # every size stays cached: the providers of the sizes alternate
         _features_cache[(G, D)] = cross_domain_features(1, G, dim=D, num_classes=100, intrinsic_dim=64,
                                                         seed=0).gallery.contiguous()
     return _features_cache[(G, D)]
@@ -111,8 +118,8 @@ def _timed(f) -> float:
     return time.perf_counter() - t0
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("G,D,k", SIZES)
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_knn_graph(benchmark, provider, G, D, k):
     nt = _threads()
     torch.set_num_threads(nt)
@@ -124,7 +131,9 @@ def test_knn_graph(benchmark, provider, G, D, k):
     benchmark.group = f"k-NN graph G={G} D={D} k={k} (inner product, self excluded)"
     benchmark.extra_info.update(G=G, D=D, k=k, threads=nt, provider=provider, torch=torch.__version__,
                                 faiss=faiss.__version__, blas=_blas_info(), commit=_git_commit(),
-                                cpu_avx2=bool(icfrr_fast._native.load().cpu_has_avx2()))
+                                baseline=provider == "faiss")
+    icfrr_fast.set_simd_level("avx2" if provider == "icfrr_fast-avx2" else None)
+    benchmark.extra_info.update(simd_level=icfrr_fast.simd_level(), knn_kernel=icfrr_fast.cpu_info()["knn_kernel"])
     if provider.startswith("icfrr_fast"):
         precision = "bf16" if provider.endswith("bf16") else "fp32"
         icfrr_fast._native.set_knn_symmetric_enabled(provider != "icfrr_fast-plain")
@@ -156,11 +165,23 @@ def test_knn_graph(benchmark, provider, G, D, k):
         result = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
     finally:
         icfrr_fast._native.set_knn_symmetric_enabled(True)
+        icfrr_fast.set_simd_level(None)
     del result
     seconds = benchmark.stats.stats.min
-    benchmark.extra_info["gflops"] = flop / seconds / 1e9  # 2 G^2 D / time: the work of the plain problem
-    if "gflop_performed" in benchmark.extra_info:
-        benchmark.extra_info["gflops_performed"] = benchmark.extra_info["gflop_performed"] / seconds
+    info = benchmark.extra_info
+    info["gflops"] = flop / seconds / 1e9  # 2 G^2 D / time: the work of the plain problem
+    same = _same_run.setdefault((G, D, k), {})
+    if provider == "matmul":
+        same["sgemm_gflops"] = info["gflops"]
+    if provider == "icfrr_fast":
+        same["fp32_seconds"] = seconds
+    if "gflop_performed" in info:
+        info["gflops_performed"] = info["gflop_performed"] / seconds
+        if "sgemm_gflops" in same:
+            info["metric_performed_vs_sgemm"] = info["gflops_performed"] / same["sgemm_gflops"]
+            info["metric_effective_vs_sgemm"] = info["gflops"] / same["sgemm_gflops"]
+        if provider != "icfrr_fast" and "fp32_seconds" in same:
+            info["metric_vs_fp32"] = same["fp32_seconds"] / seconds
 
 
 RECALL_CASES = [

@@ -26,7 +26,35 @@ def machine_info() -> dict:
 
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch": torch.__version__, "icfrr_fast": icfrr_fast.__version__, "commit": commit,
-            "threads": icfrr_fast.get_num_threads()}
+            "threads": icfrr_fast.get_num_threads(), **simd_info()}
+
+
+def simd_info() -> dict:
+    """The CPU kernels' view of this CPU: cpuid flags, the SIMD level in use and the k-NN micro-kernels
+    (``icfrr_fast.cpu_info()``), or the reason it is unavailable."""
+    import icfrr_fast
+
+    try:
+        info = icfrr_fast.cpu_info()
+    except RuntimeError as e:  # unbuilt checkout
+        return {"simd_level": f"unavailable: {e}"}
+    return {"simd_level": info["level"], "simd_best_level": info["best_level"], "knn_kernel": info["knn_kernel"],
+            "cpu_flags": sorted(name for name, on in info["flags"].items() if on)}
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Every benchmark JSON's machine_info: the CPU flags the kernels saw and the SIMD paths they ran."""
+    machine_info["icfrr_fast_cpu"] = simd_info()
+
+
+@pytest.fixture(autouse=True)
+def _record_simd_level(request):
+    """Each benchmark's extra_info: the SIMD level and k-NN kernels in use (a benchmark that forces a level records
+    its own, overwriting these)."""
+    if "benchmark" in request.fixturenames:
+        info = simd_info()
+        request.getfixturevalue("benchmark").extra_info.update(simd_level=info.get("simd_level"),
+                                                               knn_kernel=info.get("knn_kernel"))
 
 
 @pytest.fixture

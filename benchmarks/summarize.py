@@ -42,7 +42,15 @@ def main(path: str) -> None:
                         print(f"  {name} share of best fp32 matmul ({provs['matmul'][2].get('matmul')}, {mm:.0f} "
                               f"GFLOP/s): {100 * provs[name][1] / mm:.0f}% of the problem's 2 G^2 D rate, "
                               f"{100 * pinfo.get('gflops_performed', provs[name][1]) / mm:.0f}% performed")
-            print(f"  threads {info['threads']}, BLAS {info['blas']}")
+            for name, (_, _, pinfo) in provs.items():
+                ratios = "  ".join(f"{k[7:]}={v:.3g}" for k, v in pinfo.items() if k.startswith("metric_"))
+                if ratios:
+                    print(f"  {name}: {ratios}")
+            print(f"  threads {info['threads']}, BLAS {info['blas']}, SIMD level {info.get('simd_level')}, "
+                  f"k-NN kernels {info.get('knn_kernel')}")
+    cpu = data.get("machine_info", {}).get("icfrr_fast_cpu")
+    if cpu:
+        print(f"\nCPU as the kernels saw it: {cpu}")
 
 
 if __name__ == "__main__":

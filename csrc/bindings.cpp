@@ -185,19 +185,37 @@ PYBIND11_MODULE(_C, m) {
   m.def("knn_topk_symmetric_rows", &icfrr::knn_topk_symmetric_rows, py::arg("G"), py::arg("D"), py::arg("k"),
         py::arg("num_threads"));
   m.def("set_simd_enabled", &icfrr::set_simd_enabled, py::arg("enabled"),
-        "Allow (True) or forbid (False) the vectorised CPU paths; results are identical either way.");
-  m.def("simd_enabled", []() { return icfrr::simd_enabled_flag().load(); });
+        "Best SIMD level this CPU supports (True) or the scalar paths (False); results are identical either way.");
+  m.def("simd_enabled", []() { return icfrr::simd_level() != icfrr::SimdLevel::kScalar; });
   m.def("set_full_depth_path", &icfrr::set_full_depth_path, py::arg("path"),
         "Full-depth icfrr_rerank on CPU: 0 = chosen by size, 1 = touched-set algorithm, 2 = merge kernel; results "
         "are identical either way.");
   m.def("full_depth_path", []() { return icfrr::full_depth_path_flag().load(); });
-  m.def("cpu_has_avx2", []() {
-#if defined(__x86_64__)
-    return static_cast<bool>(__builtin_cpu_supports("avx2"));
-#else
-    return false;
+  m.def(
+      "set_simd_level", [](int level) { return icfrr::set_simd_level(static_cast<icfrr::SimdLevel>(level)); },
+      py::arg("level"), "Use SIMD level 0..3 (scalar, avx2, avx512, avx512_bf16); False if this CPU lacks it.");
+  m.def("simd_level", []() { return static_cast<int>(icfrr::simd_level()); });
+  m.def("cpu_simd_level", []() { return static_cast<int>(icfrr::cpu_simd_level()); });
+  m.def("cpu_flags", []() {
+    py::dict flags;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    flags["avx2"] = static_cast<bool>(__builtin_cpu_supports("avx2"));
+    flags["fma"] = static_cast<bool>(__builtin_cpu_supports("fma"));
+    flags["popcnt"] = static_cast<bool>(__builtin_cpu_supports("popcnt"));
+    flags["avx512f"] = static_cast<bool>(__builtin_cpu_supports("avx512f"));
+    flags["avx512bw"] = static_cast<bool>(__builtin_cpu_supports("avx512bw"));
+    flags["avx512vl"] = static_cast<bool>(__builtin_cpu_supports("avx512vl"));
+    flags["avx512dq"] = static_cast<bool>(__builtin_cpu_supports("avx512dq"));
+    flags["avx512bf16"] = static_cast<bool>(__builtin_cpu_supports("avx512bf16"));
+    flags["avx512vnni"] = static_cast<bool>(__builtin_cpu_supports("avx512vnni"));
 #endif
+    return flags;
   });
+  m.def("cpu_has_avx2", []() { return icfrr::cpu_simd_level() != icfrr::SimdLevel::kScalar; });
+  m.def(
+      "knn_topk_kernel_name",
+      [](int precision) { return std::string(icfrr::knn_topk_kernel_name(static_cast<icfrr::KnnPrecision>(precision))); },
+      py::arg("precision"), "The micro-kernel knn_topk uses now for float32 inputs of this precision (0 fp32, 1 bf16).");
 
 #ifdef ICFRR_WITH_CUDA
   m.attr("has_cuda") = true;

@@ -7,7 +7,7 @@ triton, timm or faiss, does not initialise CUDA, and succeeds even when the comp
 """
 
 from . import metrics, ops, reference
-from ._native import get_num_threads, set_num_threads
+from ._native import SIMD_LEVELS, cpu_info, get_num_threads, set_num_threads, set_simd_level, simd_level
 from .cluster_retrieve import cluster_retrieve
 from .faiss_stage import FaissICFRR
 from .graph import GalleryGraph
@@ -31,6 +31,10 @@ __all__ = [
     "reference",
     "set_num_threads",
     "get_num_threads",
+    "set_simd_level",
+    "simd_level",
+    "SIMD_LEVELS",
+    "cpu_info",
     "__version__",
 ]
 

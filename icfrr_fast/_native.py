@@ -59,14 +59,52 @@ def get_num_threads() -> int:
     return _num_threads if _num_threads is not None else max(1, min(MAX_THREADS, torch.get_num_threads()))
 
 
+#: SIMD levels of the CPU kernels, lowest first; each includes the ones before it. "scalar": portable C++;
+#: "avx2": AVX2 + FMA; "avx512": AVX-512 F/BW/VL/DQ k-NN micro-kernel; "avx512_bf16": vdpbf16ps dot products for
+#: knn's precision="bf16". Results are bit-identical across levels (docs/knn.md: the one bf16 exception).
+SIMD_LEVELS = ("scalar", "avx2", "avx512", "avx512_bf16")
+
+
+def set_simd_level(level: Optional[str]) -> None:
+    """Force the CPU kernels' SIMD level (tests run every level the CPU has); None: the best this CPU supports.
+
+    Args:
+        level: one of ``SIMD_LEVELS`` or None.
+
+    Raises:
+        ValueError: unknown level, or a level this CPU (or OS) does not support (the message lists the CPU's best).
+    """
+    C = load()
+    if level is None:
+        C.set_simd_enabled(True)
+        return
+    if level not in SIMD_LEVELS:
+        raise ValueError(f"level must be one of {SIMD_LEVELS} or None; got {level!r}")
+    if not C.set_simd_level(SIMD_LEVELS.index(level)):
+        best = SIMD_LEVELS[C.cpu_simd_level()]
+        raise ValueError(f"level {level!r} is not supported by this CPU (best: {best!r}; flags: {C.cpu_flags()})")
+
+
+def simd_level() -> str:
+    """The SIMD level in use (one of ``SIMD_LEVELS``)."""
+    return SIMD_LEVELS[load().simd_level()]
+
+
+def cpu_info() -> dict:
+    """What the CPU kernels see and use: ``{"flags": {name: bool} (cpuid), "best_level", "level", "knn_kernel":
+    {"fp32": name, "bf16": name}}`` (e.g. ``"avx512 12x32"``: the k-NN micro-kernel and its register tile)."""
+    C = load()
+    return {"flags": dict(C.cpu_flags()), "best_level": SIMD_LEVELS[C.cpu_simd_level()], "level": simd_level(),
+            "knn_kernel": {"fp32": C.knn_topk_kernel_name(0), "bf16": C.knn_topk_kernel_name(1)}}
+
+
 def set_simd_enabled(enabled: bool) -> None:
-    """Allow (True, default) or forbid (False) the vectorised CPU paths. Results are identical either way; tests
-    run both."""
+    """True: the best SIMD level this CPU supports (the default); False: the scalar paths (``set_simd_level``)."""
     load().set_simd_enabled(bool(enabled))
 
 
 def simd_enabled() -> bool:
-    """Whether the vectorised CPU paths may run (they also need CPU support: see ``cpu_has_avx2``)."""
+    """Whether a vectorised level is in use (``simd_level() != "scalar"``)."""
     return bool(load().simd_enabled())
 
 

@@ -12,7 +12,8 @@ from _assertions import assert_knn_equal_with_ties, assert_rankings_equal, asser
 
 METRICS = ["ip", "cosine", "l2", "l2sq"]
 LARGEST = {"ip": True, "cosine": True, "l2": False, "l2sq": False}
-SIMD = [True, False]  # the vectorised (AVX2) micro-kernel where the CPU has it, and the portable one
+# every SIMD level this CPU supports (scalar, avx2, avx512, avx512_bf16: each forced in turn)
+LEVELS = list(_native.SIMD_LEVELS[: _native.SIMD_LEVELS.index(icfrr_fast.cpu_info()["best_level"]) + 1])
 
 # (Q, G, D, k): tiny, sizes off every block multiple (MR 4/6/12, NR 16/32, tile 256/512), k = G, G = 2, D = 1
 SHAPES = [
@@ -34,11 +35,11 @@ def _tol(metric, D):
     return dict(atol=2e-4 * max(D, 1), rtol=1e-5) if metric in ("ip", "l2sq") else dict(atol=1e-4, rtol=1e-5)
 
 
-@pytest.fixture(params=SIMD, ids=["simd=on", "simd=off"])
+@pytest.fixture(params=LEVELS, ids=lambda level: f"simd={level}")
 def simd(request):
-    _native.set_simd_enabled(request.param)
+    _native.set_simd_level(request.param)
     yield request.param
-    _native.set_simd_enabled(True)
+    _native.set_simd_level(None)
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -77,26 +78,90 @@ def test_ties_go_to_the_smaller_index(simd, metric):
     assert_values_equal(v.double(), rv, "values")
 
 
-def test_simd_and_portable_bit_identical():
-    """The AVX2 and portable micro-kernels run the same FMA chain per score: identical values and ids."""
-    x, y = _data(37, 700, 77, seed=3)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("D", [77, 128], ids=lambda d: f"D={d}")
+def test_every_simd_level_bit_identical(precision, D):
+    """Every level runs the same FMA chain per score (bf16: the vdpbf16ps chain, emulated below that level), and its
+    collectors choose the same items: identical values and ids, top-k and dense scores."""
+    x, y = _data(37, 700, D, seed=3)
+    x[5] = x[4]  # duplicate rows: equal scores, ties broken by index
+    y[100:140] = y[:40]
     results = {}
-    for on in SIMD:
-        _native.set_simd_enabled(on)
-        results[on] = (icfrr_fast.knn(x, y, 31, metric="l2"), ops.knn_scores(x, y, "cosine", "fp32"))
+    for level in LEVELS:
+        _native.set_simd_level(level)
+        assert _native.simd_level() == level
+        results[level] = (icfrr_fast.knn(x, y, 31, metric="l2", precision=precision),
+                          icfrr_fast.knn(x, y, 257, metric="ip", precision=precision),
+                          ops.knn_scores(x, y, "cosine", precision))
+    _native.set_simd_level(None)
+    (v0, i0), (w0, j0), s0 = results["scalar"]
+    for level in LEVELS[1:]:
+        (v, i), (w, j), sc = results[level]
+        assert_values_equal(v, v0, f"{level} values")
+        assert_rankings_equal(i, i0, f"{level} ids")
+        assert_values_equal(w, w0, f"{level} values (k=257)")
+        assert_rankings_equal(j, j0, f"{level} ids (k=257)")
+        assert_values_equal(sc, s0, f"{level} dense scores")
+
+
+@pytest.mark.parametrize("D", [1, 64, 33], ids=lambda d: f"D={d}")
+def test_bf16_is_fp32_on_rounded_inputs_with_pairs_swapped(simd, D):
+    """precision="bf16" is, exactly, fp32 on the bfloat16-rounded inputs whose depths are taken in the order
+    1, 0, 3, 2, ... (an odd D padded with a zero column): the order of AVX512_BF16's dot-product instruction."""
+    x, y = _data(20, 500, D, seed=10)
+    xb, yb = x.bfloat16().float(), y.bfloat16().float()
+    if D % 2:
+        xb, yb = torch.nn.functional.pad(xb, (0, 1)), torch.nn.functional.pad(yb, (0, 1))
+    perm = torch.arange(xb.shape[1]).view(-1, 2).flip(1).reshape(-1)
+    xs, ys = xb[:, perm].contiguous(), yb[:, perm].contiguous()
+    v, i = icfrr_fast.knn(x, y, 25, metric="ip", precision="bf16")
+    _native.set_simd_level("scalar")  # the fp32 side on the portable kernel: a plain FMA chain
+    v0, i0 = icfrr_fast.knn(xs, ys, 25, metric="ip")
+    s0 = ops.knn_scores(xs, ys, "ip", "fp32")
+    _native.set_simd_level(simd)
+    assert_values_equal(v, v0)
+    assert_rankings_equal(i, i0)
+    assert_values_equal(ops.knn_scores(x, y, "ip", "bf16"), s0)
+
+
+def test_simd_level_setter_and_cpu_info(monkeypatch):
+    info = icfrr_fast.cpu_info()
+    assert set(info) == {"flags", "best_level", "level", "knn_kernel"}
+    flags = info["flags"]
+    expected_best = ("avx512_bf16" if flags["avx512bf16"] else "avx512") if flags["avx512f"] and flags["avx512bw"] \
+        else "avx2" if flags["avx2"] and flags["fma"] else "scalar"
+    assert info["best_level"] == expected_best == LEVELS[-1]
+    for level in LEVELS:
+        icfrr_fast.set_simd_level(level)
+        info = icfrr_fast.cpu_info()
+        assert info["level"] == level == icfrr_fast.simd_level()
+        assert info["knn_kernel"]["fp32"].startswith({"avx512_bf16": "avx512"}.get(level, level) + " ")
+        assert info["knn_kernel"]["bf16"].startswith(level + " ")
+    icfrr_fast.set_simd_level(None)
+    assert icfrr_fast.simd_level() == LEVELS[-1]
+    _native.set_simd_enabled(False)
+    assert icfrr_fast.simd_level() == "scalar" and not _native.simd_enabled()
     _native.set_simd_enabled(True)
-    (v0, i0), s0 = results[False]
-    (v, i), sc = results[True]
-    assert_values_equal(v, v0, "values")
-    assert_rankings_equal(i, i0, "ids")
-    assert_values_equal(sc, s0, "dense scores")
+    assert icfrr_fast.simd_level() == LEVELS[-1]
+    with pytest.raises(ValueError, match="level must be one of"):
+        icfrr_fast.set_simd_level("avx3")
+    assert not _native.load().set_simd_level(4)  # the C++ setter refuses levels above the CPU's
+    # a CPU without the level: the native setter refuses, the Python one names the CPU's best level
+    monkeypatch.setattr(_native.load(), "set_simd_level", lambda level: False)
+    with pytest.raises(ValueError, match="not supported by this CPU"):
+        icfrr_fast.set_simd_level("avx2")
+    assert icfrr_fast.simd_level() == LEVELS[-1]
 
 
-@pytest.mark.parametrize("metric,ints", [("cosine", False), ("l2", False), ("ip", True), ("l2sq", True)],
-                         ids=["cosine", "l2", "ip-integer-ties", "l2sq-integer-ties"])
-def test_symmetric_graph_build_is_bit_identical(metric, ints):
+@pytest.mark.parametrize(
+    "level,metric,ints",
+    [(LEVELS[-1], "l2", False), (LEVELS[-1], "l2sq", True)]
+    + [(level, m, ints) for level in LEVELS for m, ints in (("cosine", False), ("ip", True))],
+    ids=lambda v: {False: "float", True: "integer-ties"}.get(v, v) if isinstance(v, (bool, str)) else None)
+def test_symmetric_graph_build_is_bit_identical(level, metric, ints):
     """x is y with exclude_self: each pair of row blocks computed once (half the FLOPs) gives exactly the plain
-    loop's result, ties included, for 1 and 2 threads."""
+    loop's result, ties included, for 1 and 2 threads, at every SIMD level."""
+    _native.set_simd_level(level)
     gen = torch.Generator().manual_seed(11)
     g = torch.randint(-2, 3, (1000, 384), generator=gen).float() if ints else torch.randn(1000, 384, generator=gen)
     for threads in (1, 2):  # the shape is one the kernel builds symmetrically
@@ -107,6 +172,7 @@ def test_symmetric_graph_build_is_bit_identical(metric, ints):
         icfrr_fast.set_num_threads(threads)
         results.append(icfrr_fast.knn(g, g, 60, metric=metric, exclude_self=True))
     _native.set_knn_symmetric_enabled(True)
+    _native.set_simd_level(None)
     (v0, i0) = results[0]
     for v, i in results[1:]:
         assert_values_equal(v, v0)
@@ -175,15 +241,12 @@ def test_largest_overrides_the_metric_default():
     assert_knn_equal_with_ties(v, i, rv, ri, atol=1e-4, rtol=1e-5)
 
 
-def test_bf16_precision_is_the_oracle_on_bf16_rounded_inputs():
+@pytest.mark.parametrize("metric", METRICS)
+def test_bf16_precision_is_the_oracle_on_bf16_rounded_inputs(simd, metric):
     x, y = _data(20, 500, 64, seed=10)
-    v, i = icfrr_fast.knn(x, y, 25, metric="cosine", precision="bf16")
-    rv, ri = reference.knn_topk(x, y, 25, "cosine", precision="bf16")
-    assert_knn_equal_with_ties(v, i, rv, ri, atol=1e-5, rtol=1e-5)
-    # bf16 inputs are exactly representable: "bf16" precision equals "fp32" on them
-    xb, yb = x.bfloat16().float(), y.bfloat16().float()
-    assert_values_equal(icfrr_fast.knn(xb, yb, 25, metric="ip").values,
-                        icfrr_fast.knn(x, y, 25, metric="ip", precision="bf16").values)
+    v, i = icfrr_fast.knn(x, y, 25, metric=metric, precision="bf16")
+    rv, ri = reference.knn_topk(x, y, 25, metric, precision="bf16")
+    assert_knn_equal_with_ties(v, i, rv, ri, **_tol(metric, 64))
 
 
 def test_empty_query_batch():

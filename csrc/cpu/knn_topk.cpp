@@ -11,7 +11,10 @@
 //   * few rows (a small query batch against a big gallery): the gallery is also split into chunks, one heap per
 //     (row, chunk), merged at the end, so every thread has work whatever Q is.
 // Every score is one FMA chain over d = 0..D-1 (KC blocks continue the same accumulator through C), so the
-// portable and AVX2 kernels and any blocking or thread count give bit-identical scores (tests check it).
+// portable, AVX2 and AVX-512 kernels and any blocking or thread count give bit-identical scores (tests check it).
+// precision = "bf16": the AVX512_BF16 kernel reads pairs of bfloat16 per word (vdpbf16ps: two depths per lane and
+// instruction, the odd one first); the other kernels read the same rounded values with each pair swapped (Pack), so
+// their FMA chain is the instruction's.
 #include "icfrr/knn_topk.h"
 
 #include <omp.h>
@@ -54,21 +57,44 @@ void portable_kernel_f32(int64_t kc, const float* A, const float* B, float* C, i
   portable_kernel<float, kPortableMR, kPortableNR>(kc, A, B, C, ldc, accumulate);
 }
 
+/// How a row's depth is laid out in the packed panels the micro-kernel reads.
+///   kPlain:       depth d at position d (fp32, float64);
+///   kBF16Swapped: bfloat16-rounded values, each pair of depths swapped (position p holds depth p ^ 1, zero past D):
+///                 an fp32 FMA chain over positions is vdpbf16ps's chain (odd depth of each pair first);
+///   kBF16Pairs:   one 32-bit word per pair of depths, bfloat16 of depth 2q in the low half, 2q + 1 in the high one.
+enum class Pack { kPlain, kBF16Swapped, kBF16Pairs };
+
 template <typename T>
 struct Kernel {
   void (*fn)(int64_t, const T*, const T*, T*, int64_t, bool);
   int64_t mr, nr;
+  Pack pack;
+  const char* name;
 };
 
-Kernel<float> select_kernel() {
+/// Packed depth (positions per row) of a D-deep row.
+int64_t packed_depth(int64_t D, Pack pack) {
+  return pack == Pack::kPlain ? D : pack == Pack::kBF16Swapped ? D + (D & 1) : (D + 1) / 2;
+}
+
+Kernel<float> select_kernel(KnnPrecision precision) {
+  const bool bf16 = precision == KnnPrecision::kBF16;
+  const Pack pack = bf16 ? Pack::kBF16Swapped : Pack::kPlain;
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool has_fma = __builtin_cpu_supports("fma");
-  if (use_avx2() && has_fma) {
+  if (bf16 && simd_at_least(SimdLevel::kAVX512BF16)) {
+    const KnnKernelInfo k = knn_microkernel_avx512_bf16();
+    return {k.fn, k.mr, k.nr, Pack::kBF16Pairs, "avx512_bf16 12x32"};
+  }
+  if (simd_at_least(SimdLevel::kAVX512)) {
+    const KnnKernelInfo k = knn_microkernel_avx512();
+    return {k.fn, k.mr, k.nr, pack, "avx512 12x32"};
+  }
+  if (simd_at_least(SimdLevel::kAVX2)) {
     const KnnKernelInfo k = knn_microkernel_avx2();
-    return {k.fn, k.mr, k.nr};
+    return {k.fn, k.mr, k.nr, pack, "avx2 6x16"};
   }
 #endif
-  return {portable_kernel_f32, kPortableMR, kPortableNR};
+  return {portable_kernel_f32, kPortableMR, kPortableNR, pack, "scalar 4x16"};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -102,26 +128,46 @@ inline float round_to_bf16(float v) {
   return v;
 }
 
-/// Pack rows [r0, r0 + rows) of a (., D) matrix into panels of `w` rows: panel t holds rows r0 + t*w .. as (D, w)
-/// column blocks, zero-padded past the last row. dst has ceil(rows / w) * w * D elements.
+/// Position p of a row in the packed layout `pack` (kPlain for float64).
 template <typename T>
-void pack_rows(const T* src, int64_t stride, int64_t r0, int64_t rows, int64_t D, int64_t w, bool bf16, T* dst) {
-  const int64_t panels = (rows + w - 1) / w;
+inline T packed_value(const T* row, int64_t D, Pack pack, int64_t p) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (pack == Pack::kBF16Swapped) {
+      const int64_t d = p ^ 1;
+      return d < D ? round_to_bf16(row[d]) : 0.0f;
+    }
+    if (pack == Pack::kBF16Pairs) {
+      uint32_t lo, hi = 0;
+      const float vlo = round_to_bf16(row[2 * p]), vhi = 2 * p + 1 < D ? round_to_bf16(row[2 * p + 1]) : 0.0f;
+      std::memcpy(&lo, &vlo, 4);
+      std::memcpy(&hi, &vhi, 4);
+      const uint32_t word = (lo >> 16) | (hi & 0xFFFF0000u);
+      float out;
+      std::memcpy(&out, &word, 4);
+      return out;
+    }
+  }
+  return row[p];
+}
+
+/// Pack rows [r0, r0 + rows) of a (., D) matrix into panels of `w` rows: panel t holds rows r0 + t*w .. as (De, w)
+/// column blocks (De = packed_depth(D, pack)), zero-padded past the last row. dst has ceil(rows / w) * w * De
+/// elements.
+template <typename T>
+void pack_rows(const T* src, int64_t stride, int64_t r0, int64_t rows, int64_t D, int64_t w, Pack pack, T* dst) {
+  const int64_t panels = (rows + w - 1) / w, De = packed_depth(D, pack);
   for (int64_t t = 0; t < panels; ++t) {
-    T* out = dst + t * w * D;
+    T* out = dst + t * w * De;
     for (int64_t c = 0; c < w; ++c) {
       const int64_t r = t * w + c;
-      if (r < rows) {
+      if (r >= rows) {
+        for (int64_t p = 0; p < De; ++p) out[p * w + c] = T(0);
+      } else if (pack == Pack::kPlain) {
         const T* row = src + (r0 + r) * stride;
-        if constexpr (std::is_same<T, float>::value) {
-          if (bf16) {
-            for (int64_t d = 0; d < D; ++d) out[d * w + c] = round_to_bf16(row[d]);
-            continue;
-          }
-        }
-        for (int64_t d = 0; d < D; ++d) out[d * w + c] = row[d];
+        for (int64_t p = 0; p < De; ++p) out[p * w + c] = row[p];
       } else {
-        for (int64_t d = 0; d < D; ++d) out[d * w + c] = T(0);
+        const T* row = src + (r0 + r) * stride;
+        for (int64_t p = 0; p < De; ++p) out[p * w + c] = packed_value(row, D, pack, p);
       }
     }
   }
@@ -182,22 +228,22 @@ Blocking choose_blocking(int64_t Q, int64_t D, int64_t mr, int64_t nr, int nt) {
 // Shared pieces: packing Y, one tile of dot products, the metric epilogue.
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Pack rows [0, n) of src into NR-wide panels (D, NR) each, in parallel. dst: ceil(n / nr) * nr * D elements.
+/// Pack rows [0, n) of src into NR-wide panels (De, NR) each, in parallel. dst: ceil(n / nr) * nr * De elements.
 template <typename T>
-bool pack_all(const T* src, int64_t stride, int64_t n, int64_t D, int64_t nr, bool bf16, int nt, InterruptPoll poll,
+bool pack_all(const T* src, int64_t stride, int64_t n, int64_t D, int64_t nr, Pack pack, int nt, InterruptPoll poll,
               T* dst) {
-  const int64_t panels = (n + nr - 1) / nr;
+  const int64_t panels = (n + nr - 1) / nr, De = packed_depth(D, pack);
   const int64_t per = std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1));  // panels per packing task
   const int64_t tasks = (panels + per - 1) / per;
   return parallel_rows(tasks, nt, static_cast<double>(per * nr * D), poll, [&](int64_t t, int) {
     const int64_t p0 = t * per, p1 = std::min(panels, p0 + per);
     const int64_t r0 = p0 * nr, rows = std::min(n, p1 * nr) - r0;
-    pack_rows(src, stride, r0, rows, D, nr, bf16, dst + p0 * nr * D);
+    pack_rows(src, stride, r0, rows, D, nr, pack, dst + p0 * nr * De);
   });
 }
 
-/// C (rpanels MR rows, cpanels NR columns; row stride ldc) = packed A rows . packed B items, D deep in KC blocks.
-/// apack: rpanels panels of (D, MR); bpack: cpanels consecutive panels of (D, NR).
+/// C (rpanels MR rows, cpanels NR columns; row stride ldc) = packed A rows . packed B items, D positions deep (the
+/// packed depth) in KC blocks. apack: rpanels panels of (D, MR); bpack: cpanels consecutive panels of (D, NR).
 template <typename T>
 void tile_dots(const Kernel<T>& kern, const T* apack, int64_t rpanels, const T* bpack, int64_t cpanels, int64_t D,
                int64_t kc_block, T* C, int64_t ldc) {
@@ -256,7 +302,8 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
   const int64_t Q = a.Q, G = a.G, D = a.D, mr = kern.mr, nr = kern.nr;
   const int nt = a.num_threads < 1 ? 1 : a.num_threads;
   const bool bf16 = a.precision == KnnPrecision::kBF16;
-  const Blocking blk = choose_blocking<T>(Q, D, mr, nr, nt);
+  const int64_t De = packed_depth(D, kern.pack);
+  const Blocking blk = choose_blocking<T>(Q, De, mr, nr, nt);
 
   // Metric factors (O(Q + G)).
   std::vector<T> fx, fy;
@@ -265,8 +312,8 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
 
   // Y packed once: panel t = items [t NR, (t + 1) NR) as (D, NR).
   AlignedBuffer<T> ypack;
-  ypack.resize(((G + nr - 1) / nr) * nr * D);
-  if (!pack_all(Y, a.y_stride, G, D, nr, bf16, nt, poll, ypack.data())) return false;
+  ypack.resize(((G + nr - 1) / nr) * nr * De);
+  if (!pack_all(Y, a.y_stride, G, D, nr, kern.pack, nt, poll, ypack.data())) return false;
 
   // Work items: (row block, gallery chunk). Chunks are whole NC tiles.
   const int64_t nblocks = (Q + blk.mc - 1) / blk.mc;
@@ -294,7 +341,7 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
   std::vector<Scratch> scratch(nt);
   const int64_t mc_pad = ((blk.mc + mr - 1) / mr) * mr;
   for (auto& s : scratch) {
-    s.apack.resize(mc_pad * D);
+    s.apack.resize(mc_pad * De);
     s.c.resize(mc_pad * blk.nc);
     s.row.resize(blk.nc);
     if (!a.dense) {
@@ -310,7 +357,7 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
     const int64_t b = w / nchunks, chunk = w % nchunks;
     const int64_t q0 = b * blk.mc, rows = std::min(blk.mc, Q - q0);
     const int64_t rpanels = (rows + mr - 1) / mr;
-    pack_rows(X, a.x_stride, q0, rows, D, mr, bf16, s.apack.data());
+    pack_rows(X, a.x_stride, q0, rows, D, mr, kern.pack, s.apack.data());
     if (!a.dense)
       for (int64_t r = 0; r < rows; ++r) s.heaps[r].reset();
     const int64_t t0 = chunk * tiles_per_chunk, t1 = std::min(ntiles, t0 + tiles_per_chunk);
@@ -318,7 +365,7 @@ bool run(const KnnTopKArgs& a, const Kernel<T>& kern, InterruptPoll poll) {
     const int64_t ldc = blk.nc;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t j0 = t * blk.nc, cols = std::min(blk.nc, G - j0);
-      tile_dots(kern, s.apack.data(), rpanels, ypack.data() + j0 * D, (cols + nr - 1) / nr, D, blk.kc, C, ldc);
+      tile_dots(kern, s.apack.data(), rpanels, ypack.data() + j0 * De, (cols + nr - 1) / nr, De, blk.kc, C, ldc);
       // Epilogue: dot products -> scores, then selection (or dense store).
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = q0 + r;
@@ -393,16 +440,45 @@ int64_t symmetric_block(const KnnTopKArgs& a, int64_t mr, int64_t nr, int nt) {
   // live in DRAM: measured (G = 15,000, k = 256, 2 threads) equal to the plain loop at D = 256, 1.2x faster at
   // D = 384, 1.5x at D = 512, slower at D = 128.
   if (a.D < 384) return 0;
-  // rows per block: a multiple of both MR and NR (so blocks are whole A and B panels), near the plain loop's MC
+  // Rows per block: a multiple of both MR and NR (so blocks are whole A and B panels). Every block pair offers each
+  // of its 2 mb rows one run of mb candidates, so the selection's per-run costs (a collector in DRAM, a lock, a
+  // column gather) shrink as 1 / mb against the tile's mb^2 D FMAs: measured (G = 24,000, D = 768, k = 257, one
+  // thread, AVX-512) 96 rows 51 GFLOP/s performed, 192 rows 57, 288 rows 61 (bf16: 98, 111, 123); 384 rows no
+  // better. So about 288 rows, fewer when that leaves under 3 blocks per thread or the collectors of all rows
+  // (2k + mb slots each) would exceed ~1 GiB (the plain loop needs none of this: its collectors live for one block
+  // of rows at a time).
   const int64_t unit = std::lcm(mr, nr);
-  const Blocking blk = choose_blocking<T>(a.Q, a.D, mr, nr, nt);
-  const int64_t mb = std::max<int64_t>(unit, ((blk.mc + unit / 2) / unit) * unit);
-  // enough blocks to share out; collectors for all rows within a memory budget (~1 GiB; the plain loop needs none
-  // of this: its collectors live for one block of rows at a time)
-  const int64_t nb = (a.G + mb - 1) / mb;
-  const double collector_bytes = static_cast<double>(a.G) * (2 * a.k + mb) * (sizeof(T) + sizeof(int64_t));
-  if (nb < 3 * nt || collector_bytes > static_cast<double>(1ll << 30)) return 0;
+  int64_t mb = std::max<int64_t>(unit, ((288 + unit / 2) / unit) * unit);
+  auto collector_bytes = [&](int64_t m) {  // values + ids + the collector's own workspace (topk_buffer.h)
+    const double work = std::max<double>(3.0 * sizeof(T), 12.0);
+    return static_cast<double>(a.G) * (2 * a.k + m) * (sizeof(T) + sizeof(int64_t) + work);
+  };
+  while (mb > unit && ((a.G + mb - 1) / mb < 3 * nt || collector_bytes(mb) > static_cast<double>(1ll << 30)))
+    mb -= unit;
+  if ((a.G + mb - 1) / mb < 3 * nt || collector_bytes(mb) > static_cast<double>(1ll << 30)) return 0;
   return mb;
+}
+
+/// Call hit(c) for every c in [0, n) in increasing order whose score s[c] may enter the collector with threshold
+/// thr[c] (LARGEST: s[c] >= thr[c]); hit may tighten thr[c] (read again for later rows). thr has 16 slack elements.
+template <typename T, bool LARGEST, typename Hit>
+void offer_columns(const T* s, const T* thr, int64_t n, Hit&& hit) {
+#if defined(ICFRR_TOPK_AVX512)
+  if constexpr (std::is_same<T, float>::value) {
+    if (simd_at_least(SimdLevel::kAVX512)) {
+      for (int64_t c0 = 0; c0 < n; c0 += 16) {
+        uint32_t m = topk_avx512::at_least_mask<LARGEST>(s + c0, thr + c0, n - c0);
+        while (m) {
+          hit(c0 + __builtin_ctz(m));
+          m &= m - 1;
+        }
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t c = 0; c < n; ++c)
+    if (!RankOrder<LARGEST>::value_before(thr[c], s[c])) hit(c);
 }
 
 template <typename T, bool LARGEST>
@@ -411,17 +487,18 @@ bool run_symmetric(const KnnTopKArgs& a, const Kernel<T>& kern, int64_t mb, Inte
   const int64_t G = a.G, D = a.D, k = a.k, mr = kern.mr, nr = kern.nr;
   const int nt = a.num_threads < 1 ? 1 : a.num_threads;
   const bool bf16 = a.precision == KnnPrecision::kBF16;
-  const Blocking blk = choose_blocking<T>(G, D, mr, nr, nt);
+  const int64_t De = packed_depth(D, kern.pack);
+  const Blocking blk = choose_blocking<T>(G, De, mr, nr, nt);
   const int64_t nb = (G + mb - 1) / mb;
 
   std::vector<T> f;
   row_factors(X, a.x_stride, G, D, a.metric, bf16, nt, f);
   // All rows packed twice, as NR panels (the B side) and as MR panels (the A side), so a tile packs nothing.
   AlignedBuffer<T> ypack, xpack;
-  ypack.resize(((G + nr - 1) / nr) * nr * D);
-  xpack.resize(((G + mr - 1) / mr) * mr * D);
-  if (!pack_all(X, a.x_stride, G, D, nr, bf16, nt, poll, ypack.data())) return false;
-  if (!pack_all(X, a.x_stride, G, D, mr, bf16, nt, poll, xpack.data())) return false;
+  ypack.resize(((G + nr - 1) / nr) * nr * De);
+  xpack.resize(((G + mr - 1) / mr) * mr * De);
+  if (!pack_all(X, a.x_stride, G, D, nr, kern.pack, nt, poll, ypack.data())) return false;
+  if (!pack_all(X, a.x_stride, G, D, mr, kern.pack, nt, poll, xpack.data())) return false;
 
   std::vector<TopKBuffer<T, LARGEST, true>> rows;
   rows.reserve(G);
@@ -432,13 +509,12 @@ bool run_symmetric(const KnnTopKArgs& a, const Kernel<T>& kern, int64_t mb, Inte
 
   struct Scratch {
     AlignedBuffer<T> c;
-    std::vector<T> col, buf;
+    std::vector<T> thr;
   };
   std::vector<Scratch> scratch(nt);
   for (auto& s : scratch) {
     s.c.resize(mb * mb);
-    s.col.resize(mb);
-    s.buf.resize(mb);
+    s.thr.resize(mb + 16);
   }
   const bool ip = a.metric == KnnMetric::kIP;
   // Work item w = block I = w: the largest share (I = 0 pairs with every block) first, for the dynamic schedule.
@@ -449,23 +525,28 @@ bool run_symmetric(const KnnTopKArgs& a, const Kernel<T>& kern, int64_t mb, Inte
     const int64_t i0 = I * mb, ri = std::min(mb, G - i0);
     for (int64_t J = I; J < nb; ++J) {
       const int64_t j0 = J * mb, rj = std::min(mb, G - j0);
-      tile_dots(kern, xpack.data() + i0 * D, (ri + mr - 1) / mr, ypack.data() + j0 * D, (rj + nr - 1) / nr, D,
+      tile_dots(kern, xpack.data() + i0 * De, (ri + mr - 1) / mr, ypack.data() + j0 * De, (rj + nr - 1) / nr, De,
                 blk.kc, C, mb);
       omp_set_lock(&locks[I]);
-      for (int64_t r = 0; r < ri; ++r) {  // rows of block I: items of J
-        const T* sc = row_scores(a.metric, C + r * mb, ip ? T(0) : f[i0 + r], ip ? nullptr : f.data() + j0, rj,
-                                 s.buf.data(), false, false);
+      for (int64_t r = 0; r < ri; ++r) {  // rows of block I: items of J; the scores replace the dots in C
+        T* row = C + r * mb;
+        const T* sc = row_scores(a.metric, row, ip ? T(0) : f[i0 + r], ip ? nullptr : f.data() + j0, rj, row, false,
+                                 false);
         rows[i0 + r].push_run(sc, rj, j0, i0 + r);
       }
       omp_unset_lock(&locks[I]);
       if (I == J) continue;
+      // Rows of block J: items of I, i.e. column c of the score tile for row j0 + c (every formula is symmetric in
+      // the pair, so C holds their scores too). Scanned row by row against the J rows' thresholds: only the rare
+      // candidates that can enter touch a collector (no column gathers, no run per J row).
       omp_set_lock(&locks[J]);
-      for (int64_t c = 0; c < rj; ++c) {  // rows of block J: items of I (column c of the tile)
-        for (int64_t r = 0; r < ri; ++r) s.col[r] = C[r * mb + c];
-        const T* sc = row_scores(a.metric, s.col.data(), ip ? T(0) : f[j0 + c], ip ? nullptr : f.data() + i0, ri,
-                                 s.buf.data(), false, false);
-        rows[j0 + c].push_run(sc, ri, i0, -1);
-      }
+      T* thr = s.thr.data();
+      for (int64_t c = 0; c < rj; ++c) thr[c] = rows[j0 + c].threshold();
+      for (int64_t r = 0; r < ri; ++r)
+        offer_columns<T, LARGEST>(C + r * mb, thr, rj, [&](int64_t c) {
+          rows[j0 + c].push_one(C[r * mb + c], i0 + r);
+          thr[c] = rows[j0 + c].threshold();
+        });
       omp_unset_lock(&locks[J]);
     }
   });
@@ -507,7 +588,7 @@ int64_t knn_topk_symmetric_rows(int64_t G, int64_t D, int64_t k, int num_threads
   a.D = D;
   a.k = k;
   a.exclude_self = true;
-  const Kernel<float> kern = select_kernel();
+  const Kernel<float> kern = select_kernel(KnnPrecision::kFP32);
   return knn_topk_symmetric_enabled() ? symmetric_block<float>(a, kern.mr, kern.nr, std::max(1, num_threads)) : 0;
 }
 
@@ -517,10 +598,13 @@ bool knn_topk_symmetric_enabled() { return symmetric_flag().load(std::memory_ord
 bool knn_topk_cpu(const KnnTopKArgs& a, InterruptPoll poll) {
   if (a.is_double) {
     // float64: the portable kernel (float64 FMA chains); no SIMD kernel is specialised for it.
-    Kernel<double> kern{portable_kernel<double, kPortableMR, kPortableNR>, kPortableMR, kPortableNR};
+    Kernel<double> kern{portable_kernel<double, kPortableMR, kPortableNR>, kPortableMR, kPortableNR, Pack::kPlain,
+                        "scalar 4x16"};
     return dispatch_order<double>(a, kern, poll);
   }
-  return dispatch_order<float>(a, select_kernel(), poll);
+  return dispatch_order<float>(a, select_kernel(a.precision), poll);
 }
+
+const char* knn_topk_kernel_name(KnnPrecision precision) { return select_kernel(precision).name; }
 
 }  // namespace icfrr

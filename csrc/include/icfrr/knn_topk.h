@@ -3,8 +3,11 @@
 // selected in the same pass; no Q x G buffer exists (memory O((Q + G) D + Q k + one tile per thread)).
 // Oracle: icfrr_fast.reference.knn_topk   Test: tests/test_knn_topk.py   Bench: benchmarks/bench_knn_topk.py
 // Invariants: ties -> smaller index; with exclude_self row i never returns item i + row_offset; int64 ids; every
-// score s(i, j) is one fixed sequence of FMAs over d = 0..D-1, so it is bit-identical whatever the tile, thread count,
-// batch or SIMD path (portable or AVX2, chosen by icfrr::use_avx2(), simd.h) that computes it.
+// score s(i, j) is one fixed sequence of FMAs over d = 0..D-1 (precision bf16: over the bfloat16-rounded inputs,
+// each pair of depths (2q, 2q + 1) taken odd first, the order of the AVX512_BF16 dot-product instruction), so it is
+// bit-identical whatever the tile, thread count, batch or SIMD level (portable, AVX2, AVX-512, AVX-512 BF16; chosen
+// by icfrr::simd_level(), simd.h) that computes it. The one exception: the bf16 instruction flushes subnormal values
+// and partial sums (|v| < 2^-126) to zero, the other levels keep them.
 #pragma once
 #include <cstdint>
 
@@ -41,8 +44,8 @@ struct KnnTopKArgs {
   int num_threads = 1;
 };
 
-/// Run knn_topk on the CPU (OpenMP over blocks of rows, and over gallery chunks when there are few rows). The AVX2
-/// micro-kernel runs when icfrr::use_avx2() allows it and the CPU has FMA, the portable one otherwise (same results).
+/// Run knn_topk on the CPU (OpenMP over blocks of rows, and over gallery chunks when there are few rows). The
+/// micro-kernel is the best that icfrr::simd_level() allows (same results; see knn_topk_kernel_name).
 /// Returns false when interrupted (outputs are then incomplete and must be discarded).
 bool knn_topk_cpu(const KnnTopKArgs& args, InterruptPoll poll);
 
@@ -70,6 +73,13 @@ struct KnnKernelInfo {
   int64_t mr = 0, nr = 0;
 };
 
-KnnKernelInfo knn_microkernel_avx2();  ///< 6 x 16 AVX2 + FMA (knn_topk_avx2.cpp)
+KnnKernelInfo knn_microkernel_avx2();         ///< 6 x 16 AVX2 + FMA (knn_topk_avx2.cpp)
+KnnKernelInfo knn_microkernel_avx512();       ///< 12 x 32 AVX-512F (knn_topk_avx512.cpp)
+/// 12 x 32 AVX512_BF16 (knn_topk_avx512bf16.cpp): kc counts depth PAIRS; A and B words are two bfloat16 each.
+KnnKernelInfo knn_microkernel_avx512_bf16();
+
+/// The micro-kernel float32 inputs of this precision would use now, e.g. "avx512 12x32" or "avx512_bf16 12x32"
+/// (float64 inputs always use "scalar 4x16").
+const char* knn_topk_kernel_name(KnnPrecision precision);
 
 }  // namespace icfrr
