@@ -1,6 +1,6 @@
 """How much faster is icfrr_fast than the plain algorithm (icfrr_fast.reference), end to end from dense distances?
 
-Setting of issue 2: G = 10,000 gallery, Q = 500 queries, K_g = 256, K_q = 250, beta = 0.5, T = 5, semantics
+The setting: G = 10,000 gallery, Q = 500 queries, K_g = 256, K_q = 250, beta = 0.5, T = 5, semantics
 "reference", inputs = dense (Q, G) and (G, G) Euclidean distance matrices (the released code's cache format),
 features from icfrr_fast.testing.cross_domain_features (clustered, 100 classes, D = 64).
 

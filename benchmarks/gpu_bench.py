@@ -1,4 +1,4 @@
-"""GPU timing of the Triton kernels (issue 4): fused k-NN top-K and fused ICFRR, against torch and the DESIGN §6 floors.
+"""GPU timing of the Triton kernels: fused k-NN top-K and fused ICFRR, against torch and the docs/design.md §6 floors.
 
 Questions answered, per size (default: the issue's G = 10^6, D = 768, Q = 10^4, K_g = 256, K_q = 250, T = 5):
     knn_graph      the gallery graph (G x G similarities, top K_g, self excluded): ours vs torch matmul + topk,
@@ -73,7 +73,7 @@ SIZES: Dict[str, Size] = {
 
 @dataclass(frozen=True)
 class GpuSpec:
-    """Peak rates of DESIGN §6 (dense, no sparsity)."""
+    """Peak rates of docs/design.md §6 (dense, no sparsity)."""
 
     name: str
     hbm_tb_s: float
@@ -90,7 +90,7 @@ SPECS = {
 
 
 def spec_for(device_name: str) -> GpuSpec:
-    """The DESIGN §6 peaks for a device name ("NVIDIA H200" -> H200); other GPUs get H100's numbers, flagged."""
+    """The docs/design.md §6 peaks for a device name ("NVIDIA H200" -> H200); other GPUs get H100's numbers, flagged."""
     for key, spec in SPECS.items():
         if key in device_name.upper():
             return spec
@@ -200,7 +200,7 @@ def torch_knn(x: torch.Tensor, y: torch.Tensor, k: int, exclude_self: bool, rows
 
 def torch_icfrr(cand_v: torch.Tensor, cand_i: torch.Tensor, nbr: torch.Tensor, k_q: int, beta: float, T: int,
                 k: int, chunk: int = 256):
-    """ICFRR on (Q, L) candidates the way torch code would vectorise it (DESIGN §2, semantics "reference"): per
+    """ICFRR on (Q, L) candidates the way torch code would vectorise it (docs/design.md §2, semantics "reference"): per
     iteration gather the voters' neighbour lists, map them to candidate slots through a (chunk, G) table,
     ``scatter_add`` integer counts and rank sums, float64 keys, a stable descending sort. Exact, so it is also
     checked against the kernel. Returns (values float32, indices int64) of the first k."""

@@ -219,7 +219,7 @@ PYBIND11_MODULE(_C, m) {
 
 #ifdef ICFRR_WITH_CUDA
   m.attr("has_cuda") = true;
-  // ---- CUDA drivers (issue 4): device pointers and the stream as integers; validated by icfrr_fast/ops.py ----
+  // ---- CUDA drivers: device pointers and the stream as integers; validated by icfrr_fast/ops.py ----
   m.def(
       "icfrr_rerank_cuda_scratch_bytes",
       [](int64_t G, int64_t K_g, int64_t k_q, int64_t depth) {

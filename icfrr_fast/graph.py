@@ -1,4 +1,4 @@
-"""The gallery graph of DESIGN §2: for each gallery item i, N_i = its K_g nearest *other* gallery items, nearest
+"""The gallery graph of docs/design.md §2: for each gallery item i, N_i = its K_g nearest *other* gallery items, nearest
 first (self excluded by index, ties to the smaller index). ICFRR reads only the neighbour ids and their ranks.
 
 Build it from a dense (G, G) matrix (``from_distances``), from raw neighbour lists (``from_neighbors``), or, without
@@ -62,7 +62,7 @@ class GalleryGraph:
             part = neighbors[r0:r0 + (1 << 16)]
             rows = torch.arange(r0, r0 + part.shape[0], dtype=part.dtype, device=part.device)[:, None]
             if bool((part == rows).any()):
-                raise ValueError("a gallery item must not be its own neighbour (DESIGN §2 excludes it by index)")
+                raise ValueError("a gallery item must not be its own neighbour (docs/design.md §2 excludes it by index)")
             srt = torch.sort(part, dim=1).values
             dup = (srt[:, 1:] == srt[:, :-1]).any(dim=1).nonzero()
             if dup.numel():
@@ -118,7 +118,7 @@ class GalleryGraph:
     ) -> "GalleryGraph":
         """Exact k-NN graph of the gallery, straight from features with the fused k-NN (never a G x G matrix).
 
-        Item i itself is excluded by index (DESIGN §2), ties go to the smaller index. Memory: the graph (G k int32,
+        Item i itself is excluded by index (docs/design.md §2), ties go to the smaller index. Memory: the graph (G k int32,
         plus G k float32 values when kept), a packed copy of g, and one batch of (batch_size, k) results. When the
         kernel's symmetric build applies (float32 on CPU, D >= 384, its per-row collectors within ~1 GiB) and no
         ``batch_size`` is given, the whole graph is one call that computes each pair of items once (half the

@@ -233,7 +233,7 @@ class ICFRRIndex:
         k_g: Optional[int] = None,
         batch_size: Optional[int] = None,
     ):
-        """ICFRR-re-ranked top-k gallery items of every query (DESIGN §2).
+        """ICFRR-re-ranked top-k gallery items of every query (docs/design.md §2).
 
         Args:
             queries: (Q, D) features (numpy arrays accepted).
@@ -243,7 +243,7 @@ class ICFRRIndex:
             iters: ICFRR iterations T >= 0 (0 returns the initial k-NN ranking).
             semantics: "reference" (the released code) or "paper".
             depth: L, re-rank only the top-L initial candidates (fused top-L, no full score row per query); None
-                (default) re-ranks all G items, exact. A smaller L is an approximation (DESIGN §2.3).
+                (default) re-ranks all G items, exact. A smaller L is an approximation (docs/design.md §2.3).
             return_history: also return H, the order after every iteration.
             early_stop: stop a query once an iteration leaves its voter set unchanged.
             k_g: neighbours per gallery item used for voting (default: all the graph holds).

@@ -55,7 +55,7 @@ def knn(
         metric: "ip" (x.y), "cosine" (x.y / (|x| |y|), 0 for a zero vector), "l2" (Euclidean distance |x - y|) or
             "l2sq" (its square, faiss' IndexFlatL2 convention).
         exclude_self: x is a slice of y (rows ``row_offset .. row_offset + Q - 1``): row i never returns item
-            ``i + row_offset``, even when another item coincides with it (DESIGN §2).
+            ``i + row_offset``, even when another item coincides with it (docs/design.md §2).
         largest: rank larger scores first (default: True for "ip"/"cosine", False for "l2"/"l2sq").
         precision: "fp32" (exact float32 arithmetic) or "bf16" (inputs rounded to bfloat16, float32 sums).
         row_offset: see ``exclude_self``.

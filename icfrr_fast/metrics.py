@@ -1,6 +1,6 @@
 """Retrieval metrics on rankings (gallery ids, best first), vectorised over queries, never a Q x G matrix of scores.
 
-Conventions (DESIGN §5), each an explicit argument:
+Conventions (docs/design.md §5), each an explicit argument:
 
 * ``ap="non_interpolated"`` (default, what the ICFRR paper reports):
   ``AP = (1 / n_pos) * sum_{i: rel_i} P@i`` over the whole list, ``n_pos`` = the query's positives in the gallery.

@@ -1,6 +1,6 @@
 """The registered PyTorch ops of icfrr_fast: the only module that talks to ``torch.library``.
 
-Every op reads the same way (STYLE Part 2 §9):
+Every op reads the same way (docs/design.md §3):
     _validate_<op>                 every argument check, once (raises ValueError / TypeError naming the argument)
     custom_op("icfrr_fast::<op>")  body = ``icfrr_fast.reference`` (the path for any device without a kernel)
     register_fake                  output shapes, for torch.compile / meta tensors
@@ -298,7 +298,7 @@ def _check_graph_rows(neighbors: Tensor) -> None:
 def icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: float, iters: int, semantics: str,
                  largest: bool, depth: int, k: int, return_history: bool,
                  early_stop: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """ICFRR re-ranking (DESIGN §2) of (Q, G) scores with a (G, K_g) int32 graph.
+    """ICFRR re-ranking (docs/design.md §2) of (Q, G) scores with a (G, K_g) int32 graph.
 
     Returns values (Q, k) with scores' dtype like ``torch.topk`` (keys computed in float64), indices (Q, k) int64,
     history (Q, T + 1, k) int64 (or (Q, 0, k) when ``return_history`` is False). Graph rows must hold distinct ids,
@@ -420,7 +420,7 @@ def _candidates_value_dtype(scores: Tensor) -> torch.dtype:
 def icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, gallery_size: int, k_q: int, beta: float,
                      iters: int, semantics: str, largest: bool, k: int, return_history: bool,
                      early_stop: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """ICFRR re-ranking (DESIGN §2) of (Q, L) candidate lists: scores and int32/int64 ids (rows of the (N, K_g)
+    """ICFRR re-ranking (docs/design.md §2) of (Q, L) candidate lists: scores and int32/int64 ids (rows of the (N, K_g)
     int32 graph ``neighbors``, any order, padding -1 as a suffix); ``gallery_size`` G >= N sets the rank weight.
     See ``reference.icfrr_candidates``.
 

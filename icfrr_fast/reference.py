@@ -1,7 +1,7 @@
-"""Plain, dense PyTorch oracle of DESIGN §2: readable, any device, float64 where it matters.
+"""Plain, dense PyTorch oracle of docs/design.md §2: readable, any device, float64 where it matters.
 
 Every fused kernel (C++, Triton, CUDA) is tested against these functions, and the benchmarks use them as the
-baseline. They do exactly what DESIGN §2 says, step by step, with dense matrices and a per-query loop, the way the
+baseline. They do exactly what docs/design.md §2 says, step by step, with dense matrices and a per-query loop, the way the
 released ICFRR code works (a G x G rank matrix, gathers of K_q rows per query and iteration, a full sort per
 iteration). Nothing here is fast; everything here is obvious.
 
@@ -9,7 +9,7 @@ Functions:
     dense_topk     per-row top-k of a dense matrix (stable: ties -> smaller index), optional self exclusion
     knn_scores     dense (Q, G) float64 scores of the k-NN metrics ("ip", "cosine", "l2", "l2sq")
     knn_topk       exact k-NN by brute force in float64
-    icfrr_rerank   DESIGN §2, both semantics, depth, history and early stop
+    icfrr_rerank   docs/design.md §2, both semantics, depth, history and early stop
     icfrr_candidates  the same over (Q, L) candidate lists in any order (padding -1), votes outside them dropped
 """
 
@@ -29,7 +29,7 @@ def dense_topk(
 ) -> Tuple[Tensor, Tensor]:
     """Top-k of each row of ``x`` (R, C), best first; ties go to the smaller column index.
 
-    With ``exclude_self`` the column ``r + row_offset`` is removed from row ``r`` by index (DESIGN §2: a gallery
+    With ``exclude_self`` the column ``r + row_offset`` is removed from row ``r`` by index (docs/design.md §2: a gallery
     item is never its own neighbour, even when another item coincides with it).
 
     Returns:
@@ -111,7 +111,7 @@ def _rank_matrix(neighbors: Tensor) -> Tensor:
 
 def _iterate_query(order: Tensor, slot: Tensor, rank_of: Tensor, *, G: int, k_q: int, beta: float, iters: int,
                    semantics: str, early_stop: bool) -> Tuple[Tensor, list]:
-    """DESIGN §2 steps 1-5 for one query, from its initial order.
+    """docs/design.md §2 steps 1-5 for one query, from its initial order.
 
     Args:
         order: (L,) int64 ids of the candidates in the initial order pi^(0), best first.
@@ -166,7 +166,7 @@ def icfrr_rerank(
     return_history: bool = False,
     early_stop: bool = False,
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """ICFRR re-ranking, exactly as DESIGN §2 defines it.
+    """ICFRR re-ranking, exactly as docs/design.md §2 defines it.
 
     Args:
         scores: (Q, G) float scores, larger is better (distances with ``largest=False``; they are negated).
@@ -226,7 +226,7 @@ def icfrr_candidates(
     return_history: bool = False,
     early_stop: bool = False,
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """ICFRR re-ranking of candidate lists: DESIGN §2 with the candidates given instead of the top-L of dense scores.
+    """ICFRR re-ranking of candidate lists: docs/design.md §2 with the candidates given instead of the top-L of dense scores.
 
     Row q holds L_q real candidates ``ids[q, :L_q]`` (then padding -1) with scores ``scores[q, :L_q]``, in any
     order. The initial order pi^(0) sorts them best first, ties by the smaller id; then ICFRR runs exactly as

@@ -2,7 +2,7 @@
 
 ICFRR (Iterative Cluster-free Re-ranking; "If At First You Don't Succeed: Test Time Re-ranking for Zero-shot,
 Cross-domain Retrieval") lets each query's top-K_q gallery items vote for their own K_g nearest gallery neighbours
-and re-sorts, for T iterations. DESIGN §2 defines it; this module validates the call and dispatches to the
+and re-sorts, for T iterations. docs/design.md §2 defines it; this module validates the call and dispatches to the
 registered op ``torch.ops.icfrr_fast.icfrr_rerank`` (C++ on CPU tensors, Triton/CUDA on GPU tensors, the reference
 anywhere else) or, with ``backend="reference"``, explicitly to ``icfrr_fast.reference``.
 """
@@ -67,7 +67,7 @@ def icfrr(
     early_stop: bool = False,
     backend: str = "auto",
 ) -> ICFRRResult:
-    """Re-rank every query's gallery ranking with ICFRR (DESIGN §2).
+    """Re-rank every query's gallery ranking with ICFRR (docs/design.md §2).
 
     For T iterations, the first ``K_q' = min(k_q, L)`` items of the current order vote; item j gets
     ``delta_j = mean over voters i of alpha(rank of j in N_i)``, ``alpha(r) = 1 - r / (G - 1)`` (0 outside N_i),

@@ -1,7 +1,7 @@
 """Shared test setup.
 
 * ``TRITON_INTERPRET=1`` is set before any kernel module is imported (Triton reads it when a kernel is decorated),
-  so Triton kernels run on CPU tensors in the interpreter (NOTES.md, "Triton without a GPU").
+  so Triton kernels run on CPU tensors in the interpreter (it is read when a kernel is decorated).
 * Every test gets a fixed seed (autouse), and kernel outputs are poisoned before kernels run, so an element a kernel
   forgets to write fails the comparison.
 """

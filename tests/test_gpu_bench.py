@@ -24,9 +24,9 @@ def test_issue_size_and_design_floors():
     full = gpu_bench.SIZES["full"]
     assert (full.G, full.D, full.Q, full.K_g, full.K_q, full.T) == (10**6, 768, 10**4, 256, 250, 5)
     w = gpu_bench.work(full, gpu_bench.SPECS["H100"])
-    assert w["knn_graph"]["flop"] == pytest.approx(1.536e15)  # DESIGN §6: 1.5e15 FLOP
+    assert w["knn_graph"]["flop"] == pytest.approx(1.536e15)  # docs/design.md §6: 1.5e15 FLOP
     assert w["knn_graph"]["floor_s"] == pytest.approx(1.536e15 / 990e12)  # about 1.6 s in bf16
-    assert w["icfrr_iterate"]["votes"] == pytest.approx(3.2e9)  # DESIGN §6: 3.2e9 integer updates
+    assert w["icfrr_iterate"]["votes"] == pytest.approx(3.2e9)  # docs/design.md §6: 3.2e9 integer updates
     assert w["icfrr_op"]["floor_s"] == pytest.approx(w["icfrr_op"]["bytes"] / 3.35e12)
     h200 = gpu_bench.work(full, gpu_bench.SPECS["H200"])
     assert h200["icfrr_op"]["floor_s"] < w["icfrr_op"]["floor_s"]  # faster HBM, same matmul peak

@@ -1,4 +1,4 @@
-"""icfrr_rerank: the fused kernels against the reference (DESIGN §2), the reference against an exact rational
+"""icfrr_rerank: the fused kernels against the reference (docs/design.md §2), the reference against an exact rational
 transcription of the paper's formula, properties, registration (opcheck, torch.compile) and bad input."""
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def test_empty_query_batch():
 # the reference itself, against an exact transcription of the paper's formula
 # ------------------------------------------------------------------------------------------------------------------
 def _paper_formula_exact(scores, neighbors, k_q, beta, iters, semantics):
-    """Literal DESIGN §2 in exact rational arithmetic, one query, plain Python lists: alpha(r) = 1 - r/(G-1),
+    """Literal docs/design.md §2 in exact rational arithmetic, one query, plain Python lists: alpha(r) = 1 - r/(G-1),
     delta_j = mean over the voters of alpha(rank of j in N_i), keys by slot (reference) or accumulated (paper),
     stable sort. Scores are converted exactly (Fraction of a float64)."""
     G = len(scores)

@@ -1,4 +1,4 @@
-"""`import icfrr_fast` registers the ops and does nothing else (STYLE Part 2 §11)."""
+"""`import icfrr_fast` registers the ops and does nothing else (docs/design.md §3)."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Metrics against scikit-learn and hand-computed cases (DESIGN §5)."""
+"""Metrics against scikit-learn and hand-computed cases (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ class EvalConfig:
     k_q: int = 250
     beta: float = 0.5
     iters: int = 5
-    #: reference or paper (DESIGN §2)
+    #: reference or paper (docs/design.md §2)
     semantics: str = "reference"
     map_at: List[int] = field(default_factory=lambda: [200])
     precision_at: List[int] = field(default_factory=lambda: [100, 200])

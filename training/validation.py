@@ -35,7 +35,7 @@ def rerank_and_rank(queries: Tensor, gallery: Tensor, *, k_g: int, k_q: int, bet
     Args:
         queries: (Q, D) float features.
         gallery: (G, D) float features, G >= 2.
-        k_g, k_q, beta, iters, semantics: ICFRR parameters (DESIGN §2); k_g in [1, G - 1].
+        k_g, k_q, beta, iters, semantics: ICFRR parameters (docs/design.md §2); k_g in [1, G - 1].
         chunk_size: queries per chunk.
 
     Yields:

@@ -3,7 +3,7 @@
 Everything the report and the printed table show comes out of :func:`run_experiment` as one :class:`DemoResult`, so
 the numbers in the table, the JSON and the plot are the same objects.
 
-Retrieval setting (the published one, DESIGN §2): features are L2-normalised, query-gallery scores are Euclidean
+Retrieval setting (the published one, docs/design.md §2): features are L2-normalised, query-gallery scores are Euclidean
 distances (ranked smallest first), and the gallery graph holds each item's K_g nearest other items by Euclidean
 distance. Labels are the Unicode emoji group (``level="group"``, the category-level task) unless told otherwise.
 The ICFRR runs go through :class:`icfrr_fast.ICFRRIndex` (fused k-NN graph, fused scores and re-ranking), the way a

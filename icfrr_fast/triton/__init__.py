@@ -9,7 +9,7 @@ Launchers (host functions; arguments are validated by ``icfrr_fast.ops`` before 
     icfrr_candidates_triton  all ICFRR iterations over (Q, L) candidate lists  (op icfrr_fast::icfrr_candidates)
 
 Under ``TRITON_INTERPRET=1`` (set before this package is imported) every kernel runs on CPU tensors; the tests use
-that. Kernel files open with their contract (STYLE §5).
+that. Kernel files open with their contract (docs/design.md §7).
 """
 
 from .dense_topk import dense_topk_triton

@@ -1,4 +1,4 @@
-"""Top-k of each row of a dense (R, C) matrix, streamed in tiles through the shared collector (DESIGN §2 order).
+"""Top-k of each row of a dense (R, C) matrix, streamed in tiles through the shared collector (docs/design.md §2 order).
 Oracle: reference.dense_topk   Test: tests/test_triton_dense_topk.py   Bench: benchmarks/gpu_bench.py (icfrr initial)
 Invariants: best first, ties -> smaller column; exclude_self removes column row + row_offset by index; int64
 indices; scratch bounded by the persistent grid (no R x C temporary); values exact (copied, not recomputed).

@@ -1,4 +1,4 @@
-"""ICFRR over candidate lists (DESIGN §2 with the candidates given): per query, all T iterations of integer vote
+"""ICFRR over candidate lists (docs/design.md §2 with the candidates given): per query, all T iterations of integer vote
 accumulation + stable re-sort, in one program.
 Oracle: reference.icfrr_candidates, the CPU op   Test: tests/test_triton_icfrr_candidates.py
 Bench: benchmarks/gpu_bench.py
@@ -124,7 +124,7 @@ def _icfrr_candidates_kernel(
         t = 1
         stop = (n_live == 0).to(tl.int32)
         while (t <= iters) & (stop == 0):
-            # DESIGN §2 steps 1-2: the first K_q' items vote for their neighbours that are candidates
+            # docs/design.md §2 steps 1-2: the first K_q' items vote for their neighbours that are candidates
             for v0 in range(0, kq, VB):
                 vi = v0 + tl.arange(0, VB)
                 vm = vi < kq

@@ -1,4 +1,4 @@
-"""Fused ICFRR (DESIGN §2) of dense (Q, G) scores on the GPU: the top-L candidates of each query (``dense_topk``),
+"""Fused ICFRR (docs/design.md §2) of dense (Q, G) scores on the GPU: the top-L candidates of each query (``dense_topk``),
 then the candidate-list kernel (``icfrr_candidates``), which is also the entry point for candidates that come from
 the fused k-NN (``knn_topk``) or any other first stage. No path sorts the G scores twice.
 Oracle: reference.icfrr_rerank, the CPU op   Test: tests/test_triton_icfrr_rerank.py   Bench: benchmarks/gpu_bench.py

@@ -1,4 +1,4 @@
-"""Fused similarity + top-K (DESIGN §3, "fused top-K"): the k best rows of y for every row of x, the similarity
+"""Fused similarity + top-K (docs/design.md §3, "fused top-K"): the k best rows of y for every row of x, the similarity
 tiles computed with tl.dot and consumed on chip by the shared collector (``_collector.py``).
 Oracle: reference.knn_topk (and the CPU op)   Test: tests/test_triton_knn_topk.py   Bench: benchmarks/gpu_bench.py
 Invariants: the CPU op's contract and formulas (csrc/include/icfrr/knn_topk.h): ties -> smaller index; exclude_self
@@ -50,7 +50,7 @@ def score_tile(x_row, row_ok, xn, y_ptr, y_stride, yn_ptr, cols, col_ok, D, acc_
         d_ok = dd < D
         a = tl.load(x_row[:, None] + dd[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
         b = tl.load(y_col[None, :] + dd[:, None], mask=d_ok[:, None] & col_ok[None, :], other=0.0)
-        if UPCAST:  # the interpreter's bf16 dot is wrong (NOTES.md); bf16 -> fp32 is exact
+        if UPCAST:  # the interpreter's bf16 dot returns garbage; bf16 -> fp32 is exact
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=acc_dtype)

@@ -1,4 +1,4 @@
-// ICFRR re-ranking of candidate lists (DESIGN §2 with the candidates given): per query, the row's real candidates
+// ICFRR re-ranking of candidate lists (docs/design.md §2 with the candidates given): per query, the row's real candidates
 // sorted by (score desc, id asc), then all T iterations exactly as icfrr_rerank with depth L_q.
 // Oracle: icfrr_fast.reference.icfrr_candidates   Test: tests/test_icfrr_candidates.py
 // Invariants: O(L + T K_q' K_g) per query, never O(G) or O(N) (scratch of O(N) is allocated once per thread);

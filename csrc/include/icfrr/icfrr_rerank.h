@@ -1,4 +1,4 @@
-// Fused ICFRR re-ranking (DESIGN §2): for each query, the initial stable descending order of its scores, then all
+// Fused ICFRR re-ranking (docs/design.md §2): for each query, the initial stable descending order of its scores, then all
 // T iterations of integer vote accumulation + stable merge of the boosted items into the unboosted order.
 // Oracle: icfrr_fast.reference.icfrr_rerank   Test: tests/test_icfrr_rerank.py   Bench: benchmarks/bench_icfrr_rerank.py
 // Invariants: integer votes, float64 keys, ties keep the current order; results identical for any thread count.

@@ -1,4 +1,4 @@
-// The per-query ICFRR algorithm (DESIGN §2), header-only and host/device: the CPU drivers (csrc/cpu/icfrr_rerank.cpp,
+// The per-query ICFRR algorithm (docs/design.md §2), header-only and host/device: the CPU drivers (csrc/cpu/icfrr_rerank.cpp,
 // csrc/cpu/icfrr_candidates.cpp) and the CUDA driver (csrc/cuda/) call the same `rerank_query`, so the CPU tests
 // exercise the GPU build's logic.
 // Oracle: icfrr_fast.reference.icfrr_rerank, .icfrr_candidates

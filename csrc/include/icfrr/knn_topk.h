@@ -1,4 +1,4 @@
-// Fused similarity + top-k (DESIGN §3, "fused top-K"): for each row x_i of X (Q, D), the k best rows of Y (G, D)
+// Fused similarity + top-k (docs/design.md §3, "fused top-K"): for each row x_i of X (Q, D), the k best rows of Y (G, D)
 // by inner product, cosine or Euclidean distance, computed tile by tile with a register-blocked micro-kernel and
 // selected in the same pass; no Q x G buffer exists (memory O((Q + G) D + Q k + one tile per thread)).
 // Oracle: icfrr_fast.reference.knn_topk   Test: tests/test_knn_topk.py   Bench: benchmarks/bench_knn_topk.py

@@ -1,5 +1,5 @@
 // Ranking order shared by every kernel: one comparator type fixes the direction (largest or smallest first)
-// and the tie rule (the smaller index wins), so callers never spell either out (DESIGN §2, STYLE Part 2 §3).
+// and the tie rule (the smaller index wins), so callers never spell either out (docs/design.md §2, §3.1).
 #pragma once
 #include <cstdint>
 

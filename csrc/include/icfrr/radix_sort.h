@@ -1,5 +1,5 @@
 // Stable LSD radix sort of (key, payload) pairs by unsigned key, ascending, and the order-preserving maps from
-// float/double to unsigned integers. Stability is what gives ties "the earlier element first" (DESIGN §2 step 5).
+// float/double to unsigned integers. Stability is what gives ties "the earlier element first" (docs/design.md §2 step 5).
 // Host/device: plain pointers and loops only, so the CUDA drivers run the very same code as the CPU kernel.
 #pragma once
 #include <cstdint>

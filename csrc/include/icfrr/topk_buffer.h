@@ -2,7 +2,7 @@
 // ids in separate arrays), which is cut back to the K best whenever it holds 2K; the threshold is then the K-th best
 // so far. A cut is an nth_element on a copy of the float values plus one stable, branch-free compaction pass, so an
 // accepted candidate costs an append and an amortised few float comparisons, instead of a sift-down through
-// log2 K levels of (value, index) pairs with unpredictable branches (topk_select.h's heap); the threshold stays
+// log2 K levels of (value, index) pairs with unpredictable branches (a bounded heap); the threshold stays
 // fixed between cuts, so whole runs are filtered with one SIMD comparison per 4 values.
 // Invariant (ANY_ORDER = false, as TopKCollector::push_run): candidates arrive in increasing index order, so a value
 // equal to the threshold can never enter (the K items kept at or above it all have smaller indices) and the buffer

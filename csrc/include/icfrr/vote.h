@@ -1,4 +1,4 @@
-// The arithmetic of one ICFRR vote (DESIGN §2 steps 2-4), shared by the CPU kernel and the CUDA drivers so that
+// The arithmetic of one ICFRR vote (docs/design.md §2 steps 2-4), shared by the CPU kernel and the CUDA drivers so that
 // every backend rounds identically:
 //   votes are packed integers  acc_j = c_j << SHIFT | R_j  (one add per update: (1 << SHIFT) + r),
 //   delta_j = (c_j * (G - 1) - R_j) / ((G - 1) * K_q')   -- exact integers, one correctly rounded division,
@@ -62,7 +62,7 @@ ICFRR_HD double vote_delta(int64_t count, int64_t rank_sum, int64_t G, int64_t k
   return static_cast<double>(num) / static_cast<double>(den);
 }
 
-/// New key of a voted item: base + beta * delta (base: slot value or accumulated score, DESIGN §2 step 4).
+/// New key of a voted item: base + beta * delta (base: slot value or accumulated score, docs/design.md §2 step 4).
 ICFRR_HD double vote_key(double base, double beta, double delta) {
   const double boost = beta * delta;
   return base + boost;
