@@ -13,6 +13,7 @@ from .faiss_stage import FaissICFRR
 from .graph import GalleryGraph
 from .index import ICFRRIndex
 from .knn import KNNResult, knn
+from .params import ICFRRParams
 from .rerank import ICFRRResult, icfrr
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "icfrr",
     "ICFRRResult",
+    "ICFRRParams",
     "GalleryGraph",
     "ICFRRIndex",
     "FaissICFRR",

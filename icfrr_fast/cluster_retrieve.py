@@ -21,7 +21,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .quantization import ProductQuantizer, _check_features, _check_int
+from ._checks import check_feature_matrix, check_int
+from .quantization import ProductQuantizer
 
 __all__ = ["cluster_retrieve"]
 
@@ -70,8 +71,8 @@ def cluster_retrieve(
         >>> icfrr_fast.cluster_retrieve(q, g, num_clusters=2)[1]
         tensor([[1, 0, 2, 3]])
     """
-    _check_features("queries", queries)
-    _check_features("gallery", gallery)
+    check_feature_matrix("queries", queries)
+    check_feature_matrix("gallery", gallery)
     if queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"queries and gallery must have the same feature size D; got {queries.shape[1]} and "
                          f"{gallery.shape[1]}")
@@ -83,11 +84,11 @@ def cluster_retrieve(
     if not 0.0 <= float(fusion) <= 1.0:
         raise ValueError(f"fusion (lambda) must be in [0, 1]; got {fusion}")
     k_out = G if k is None else k
-    _check_int("k", k_out, 1, G)
-    _check_int("chunk_size", chunk_size, 1)
+    check_int("k", k_out, 1, G)
+    check_int("chunk_size", chunk_size, 1)
     if quantizer is None:
-        _check_int("num_clusters", num_clusters, 1, G)
-        _check_int("num_subspaces", num_subspaces, 1, gallery.shape[1])
+        check_int("num_clusters", num_clusters, 1, G)
+        check_int("num_subspaces", num_subspaces, 1, gallery.shape[1])
         quantizer = ProductQuantizer.fit(gallery, num_clusters, num_subspaces, iters=iters, seed=seed)
     elif not isinstance(quantizer, ProductQuantizer):
         raise TypeError(f"quantizer must be a ProductQuantizer or None; got {type(quantizer).__name__}")

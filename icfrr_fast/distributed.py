@@ -54,9 +54,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import ops
+from . import _checks as checks
 from .graph import GalleryGraph
 from .index import INDEX_METRICS, ICFRRIndex
-from .knn import _as_tensor, _default_batch_rows, _knn_into, default_largest
+from .knn import as_tensor, default_batch_rows, default_largest, knn_into
+from .params import ICFRRParams
 
 __all__ = ["init", "build_graph", "ShardedICFRRIndex", "ReplicatedICFRRIndex", "DistributedError",
            "DEFAULT_TIMEOUT_S"]
@@ -217,11 +219,11 @@ def _check_same(fields: Tensor, col: int, name: str) -> None:
 
 def _prepare_local(features, name: str) -> Tensor:
     """The local shard as a float32/float64 (n, D) tensor; checks shape, dtype and finiteness (0 rows allowed)."""
-    t = _as_tensor(features, name)
-    ops._check_float_matrix(name, t)
+    t = as_tensor(features, name)
+    checks.check_float_matrix(name, t)
     if t.dtype in (torch.float16, torch.bfloat16):
         t = t.to(torch.float32)  # exact; the kernels compute in float32
-    ops._check_finite(name, t)
+    checks.check_finite(name, t)
     if t.shape[1] < 1:
         raise ValueError(f"{name} must have at least 1 feature column; got shape {tuple(t.shape)}")
     return t.contiguous()
@@ -306,13 +308,13 @@ def _graph_inputs(comm: _Comm, local_features, k, metric, precision, batch_size,
     err, g, fields = None, None, [-1] * 5
     try:
         g = _prepare_local(local_features, "local_features")
-        ops._check_int(k_name, k, 1)
+        checks.check_int(k_name, k, 1)
         if not isinstance(metric, str) or metric not in metrics:
             raise ValueError(f"metric must be one of {metrics}; got {metric!r}")
         if not isinstance(precision, str) or precision not in ops.KNN_PRECISIONS:
             raise ValueError(f"precision must be one of {ops.KNN_PRECISIONS}; got {precision!r}")
         if batch_size is not None:
-            ops._check_int("batch_size", batch_size, 1)
+            checks.check_int("batch_size", batch_size, 1)
         fields = [g.shape[1], _DTYPE_CODES[g.dtype], k, metrics.index(metric), ops.KNN_PRECISIONS.index(precision)]
     except (ValueError, TypeError) as e:
         err = e
@@ -324,7 +326,7 @@ def _graph_inputs(comm: _Comm, local_features, k, metric, precision, batch_size,
     if not 2 <= G < 2**31 - 1:
         raise ValueError(f"the gallery must hold between 2 and 2^31 - 2 items over all ranks (int32 graph ids); "
                          f"got G = {G}")
-    ops._check_int(k_name, k, 1, G - 1, " (G - 1, G = the gallery size over all ranks)")
+    checks.check_k_g(k, G, name=k_name, hint=" (G = the gallery size over all ranks)")
     return g, sizes, offsets
 
 
@@ -334,11 +336,11 @@ def _ring_knn_graph(comm: _Comm, g: Tensor, sizes, offsets, k: int, metric: str,
     n, D = g.shape
     sel = "l2sq" if metric == "l2" else metric  # select on d^2 like the kernel; the square root comes last
     largest = default_largest(metric)
-    out_dtype = ops._knn_out_dtype(g, precision)
+    out_dtype = ops.knn_out_dtype(g, precision)
     # Shards arrive as r, r - 1, ..., 0, W - 1, ..., r + 1: two runs in which each new shard's ids are below every
     # id merged so far, so [new, merged] meets _merge_topk's precondition; the runs are merged last, [low, high].
     runs: dict = {}
-    bs = _default_batch_rows(sum(sizes), k, D) if batch_size is None else batch_size
+    bs = default_batch_rows(sum(sizes), k, D) if batch_size is None else batch_size
     held, owner = g, r
     for step in range(W):
         nxt = (r - step - 1) % W  # the shard that arrives during this step
@@ -357,13 +359,14 @@ def _ring_knn_graph(comm: _Comm, g: Tensor, sizes, offsets, k: int, metric: str,
             width = kk if prev is None else min(k, kk + prev[0].shape[1])
             run_v = torch.empty((n, width), dtype=out_dtype, device=g.device)
             run_i = torch.empty((n, width), dtype=torch.int64, device=g.device)
-            if own and batch_size is None and ops._knn_graph_in_one_call(g, kk):
+            if own and batch_size is None and ops.knn_graph_in_one_call(g, kk):
                 parts = [(0, n)]  # one call, x is y: the kernel's symmetric build (same bits)
             else:
                 parts = [(b0, min(n, b0 + bs)) for b0 in range(0, n, bs)]
             for b0, b1 in parts:
                 x = held if (own and (b0, b1) == (0, n)) else g[b0:b1]
-                v, i = ops.knn_topk(x, held, kk, sel, largest, own, b0 if own else 0, precision)
+                v, i = ops.knn_topk(x, held, k=kk, metric=sel, largest=largest, exclude_self=own,
+                                    row_offset=b0 if own else 0, precision=precision)
                 i += offsets[owner]
                 if prev is not None:
                     v, i = _merge_topk(torch.cat([v, prev[0][b0:b1]], 1), torch.cat([i, prev[1][b0:b1]], 1),
@@ -495,20 +498,21 @@ class ShardedICFRRIndex:
         err, fields = None, [-1.0] * 14  # _query_fields (4) + 10 arguments, the same count on every rank
         try:
             q = self._prepare(queries, "queries", self.d)
-            ops._check_int("depth", depth, 1, G, " (the gallery size)")
-            ops._check_int("k", k, 1, depth, " (the candidate depth)")
+            checks.check_int("depth", depth, 1, G, " (the gallery size)")
+            checks.check_int("k", k, 1, depth, " (the candidate depth)")
             kg = self.k_g if k_g is None else k_g
             if isinstance(kg, bool) or not isinstance(kg, int) or not 1 <= kg <= self.k_g:
                 raise ValueError(f"k_g must be an int in [1, {self.k_g}] (the graph's neighbours per item); got {kg!r}")
-            if isinstance(beta, int) and not isinstance(beta, bool):
-                beta = float(beta)
+            p = ICFRRParams(k_g=kg, k_q=k_q, beta=beta, iters=iters, semantics=semantics, depth=depth,
+                            early_stop=early_stop)
+            args = dict(p.op_kwargs(), k=k, return_history=return_history)
             # every ICFRR argument check of the single-process op, on meta tensors (no memory)
-            ops._validate_icfrr_rerank(torch.empty((1, G), device="meta"),
-                                       torch.empty((G, kg), dtype=torch.int32, device="meta"), k_q, beta, iters,
-                                       semantics, self.largest, depth, k, return_history, early_stop)
+            ops.validate_icfrr_rerank(torch.empty((1, G), device="meta"),
+                                      torch.empty((G, kg), dtype=torch.int32, device="meta"), largest=self.largest,
+                                      depth=depth, **args)
             if batch_size is not None:
-                ops._check_int("batch_size", batch_size, 1)
-            fields = _query_fields(comm, q) + [depth, k, k_q, beta, iters, ops.SEMANTICS.index(semantics),
+                checks.check_int("batch_size", batch_size, 1)
+            fields = _query_fields(comm, q) + [depth, k, k_q, p.beta, iters, ops.SEMANTICS.index(semantics),
                                                return_history, early_stop, kg, -1 if batch_size is None
                                                else batch_size]
         except (ValueError, TypeError) as e:
@@ -526,7 +530,6 @@ class ShardedICFRRIndex:
         D_out = torch.empty((Q, k), dtype=torch.float32, device=dev)
         I_out = torch.empty((Q, k), dtype=torch.int64, device=dev)
         H_out = torch.empty((Q, iters + 1, k), dtype=torch.int64, device=dev) if return_history else None
-        args = (k_q, beta, iters, semantics, k, return_history, early_stop)
         for q0 in range(0, Q, batch_size):
             q1 = min(Q, q0 + batch_size)
             v, i, h = self._search_batch(q[q0:q1], depth, kg, args)
@@ -542,22 +545,25 @@ class ShardedICFRRIndex:
         largest = self.largest
         sel = "l2sq" if self.metric == "l2" else self.metric  # merge on d^2, the kernel's selection key
         n = self.features.shape[0]
-        out_dtype = ops._knn_out_dtype(qb, self.precision)
+        out_dtype = ops.knn_out_dtype(qb, self.precision)
         v = torch.full((qb.shape[0], L), -math.inf if largest else math.inf, dtype=out_dtype, device=qb.device)
         # ids travel as int32 (G < 2^31 - 1, checked by the ops); padding (worst value) sorts after every candidate
         i = torch.full((qb.shape[0], L), _ID_PAD, dtype=torch.int32, device=qb.device)
         Lr = min(L, n)
         if Lr > 0 and qb.shape[0] > 0:
-            lv, li = ops.knn_topk(qb, self.features, Lr, sel, largest, False, 0, self.precision)
+            lv, li = ops.knn_topk(qb, self.features, k=Lr, metric=sel, largest=largest, exclude_self=False,
+                                  row_offset=0, precision=self.precision)
             v[:, :Lr], i[:, :Lr] = lv, li + self.offsets[r]
         gv = comm.all_gather(v, "search: all-gather of the shards' top-depth values")
         gi = comm.all_gather(i, "search: all-gather of the shards' top-depth ids")
         cv, ci = _merge_topk(torch.cat(gv, 1), torch.cat(gi, 1).to(torch.int64), L, largest)
         return (_sqrt_rn(cv) if self.metric == "l2" else cv), ci
 
-    def _search_batch(self, qb: Tensor, L: int, kg: int, args):
+    def _search_batch(self, qb: Tensor, L: int, kg: int, args: dict):
+        """``args``: the keyword arguments of ``icfrr_candidates`` but the graph's (ICFRRParams.op_kwargs, k,
+        return_history)."""
         comm, W, r = self._comm, self._comm.world, self._comm.rank
-        k_q, beta, iters, semantics, k, return_history, early_stop = args
+        return_history = args["return_history"]
         b = qb.shape[0]
         cv, ci = self._candidates(qb, L)
         # the batch's queries split over the ranks; U_j = the sorted candidate ids of rank j's queries
@@ -580,19 +586,18 @@ class ShardedICFRRIndex:
         h_all = comm.all_gather_rows(h, counts, what) if return_history else None
         return v_all, i_all, h_all
 
-    def _rerank(self, cv: Tensor, ci: Tensor, U: Tensor, rows: Tensor, args):
+    def _rerank(self, cv: Tensor, ci: Tensor, U: Tensor, rows: Tensor, args: dict):
         """ICFRR of this rank's queries over the compact table of their candidates: U (|U|,) sorted global ids ->
         rows 0 .. |U| - 1 (order-preserving, so ties still go to the smaller global id); neighbour ids outside U
         -> -1 (no vote; their ranks still count); alpha over the whole gallery's G."""
-        k_q, beta, iters, semantics, k, return_history, early_stop = args
+        k, iters, return_history = args["k"], args["iters"], args["return_history"]
         bq = ci.shape[0]
         if bq == 0:
             empty = torch.empty((0, k), dtype=torch.int64, device=ci.device)
             hist = torch.empty((0, iters + 1, k), dtype=torch.int64, device=ci.device) if return_history else None
             return cv.new_empty((0, k)), empty, hist
         nbc, cids = self._compact_ids(U, rows, ci)
-        v, idx, h = ops.icfrr_candidates(cv, cids, nbc, self.ntotal, k_q, beta, iters, semantics, self.largest, k,
-                                         return_history, early_stop)
+        v, idx, h = ops.icfrr_candidates(cv, cids, nbc, gallery_size=self.ntotal, largest=self.largest, **args)
         return v, U[idx], (U[h] if return_history else None)
 
     def _compact_ids(self, U: Tensor, rows: Tensor, ci: Tensor) -> Tuple[Tensor, Tensor]:
@@ -640,9 +645,8 @@ class ReplicatedICFRRIndex:
         err, g, fields = None, None, [-1.0] * 7
         try:
             g = _prepare_local(features, "features")
-            if g.shape[0] < 2:
-                raise ValueError(f"the gallery must hold at least 2 items; got G = {g.shape[0]}")
-            ops._check_int("k_g", k_g, 1, g.shape[0] - 1, " (G - 1)")
+            checks.check_gallery_size(g.shape[0])
+            checks.check_k_g(k_g, g.shape[0])
             if not isinstance(metric, str) or metric not in INDEX_METRICS:
                 raise ValueError(f"metric must be one of {INDEX_METRICS}; got {metric!r}")
             if not isinstance(precision, str) or precision not in ops.KNN_PRECISIONS:
@@ -660,9 +664,10 @@ class ReplicatedICFRRIndex:
         counts = _even_split(G, comm.world)
         s = sum(counts[:comm.rank])
         nbr = torch.empty((counts[comm.rank], k_g), dtype=torch.int32, device=g.device)
-        val = torch.empty((counts[comm.rank], k_g), dtype=ops._knn_out_dtype(g, precision), device=g.device)
-        _knn_into(g[s:s + counts[comm.rank]], g, k_g, graph_metric, largest, True, s, precision, val, nbr,
-                  _default_batch_rows(G, k_g, g.shape[1]))
+        val = torch.empty((counts[comm.rank], k_g), dtype=ops.knn_out_dtype(g, precision), device=g.device)
+        knn_into(g[s:s + counts[comm.rank]], g, k=k_g, metric=graph_metric, largest=largest, exclude_self=True,
+                 row_offset=s, precision=precision, out_values=val, out_indices=nbr,
+                 batch_size=default_batch_rows(G, k_g, g.shape[1]))
         what = "ReplicatedICFRRIndex: all-gather of the graph rows"
         graph = GalleryGraph._trusted(comm.all_gather_rows(nbr, counts, what), comm.all_gather_rows(val, counts, what),
                                       largest)

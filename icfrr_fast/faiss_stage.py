@@ -37,8 +37,10 @@ import torch
 from torch import Tensor
 
 from . import ops
+from . import _checks as checks
 from .graph import GalleryGraph
-from .knn import _as_tensor, _default_batch_rows
+from .knn import as_tensor, default_batch_rows
+from .params import ICFRRParams
 
 __all__ = ["FaissICFRR", "dedupe_candidates", "graph_from_faiss"]
 
@@ -59,19 +61,18 @@ def _index_info(index) -> Tuple[int, int, bool]:
     G, D, metric_type = int(index.ntotal), int(index.d), int(index.metric_type)
     if metric_type not in (METRIC_INNER_PRODUCT, METRIC_L2):
         raise ValueError(f"index must use METRIC_L2 or METRIC_INNER_PRODUCT; got metric_type {metric_type}")
-    if G < 2:
-        raise ValueError(f"index must hold at least 2 vectors; got ntotal = {G}")
+    checks.check_gallery_size(G, what="index", items="vectors", detail=" (ntotal)")
     return G, D, metric_type == METRIC_INNER_PRODUCT
 
 
 def _as_float32_rows(x, name: str, D: int) -> Tensor:
     """(n, D) finite float32 CPU contiguous tensor of an array/tensor argument (what faiss' numpy interface takes)."""
-    t = _as_tensor(x, name)
-    ops._check_float_matrix(name, t)
+    t = as_tensor(x, name)
+    checks.check_float_matrix(name, t)
     if t.shape[1] != D:
         raise ValueError(f"{name} must have the index's dimension D = {D}; got shape {tuple(t.shape)}")
     t = t.detach().to("cpu", torch.float32).contiguous()
-    ops._check_finite(name, t)
+    checks.check_finite(name, t)
     return t
 
 
@@ -139,9 +140,8 @@ def graph_from_faiss(index, k: int, *, x=None, fill_exact: bool = True,
                      batch_size: Optional[int] = None) -> GalleryGraph:
     """The body of :meth:`GalleryGraph.from_faiss` (its docstring states the rule, the arguments and the errors)."""
     G, D, largest = _index_info(index)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= G - 1:
-        raise ValueError(f"k must be an int in [1, G - 1] = [1, {G - 1}]; got {k!r}")
-    ops._check_bool("fill_exact", fill_exact)
+    checks.check_k_g(k, G, name="k")
+    checks.check_bool("fill_exact", fill_exact)
     if x is None:
         try:
             x = index.reconstruct_n(0, G)
@@ -151,8 +151,8 @@ def graph_from_faiss(index, k: int, *, x=None, fill_exact: bool = True,
     xt = _as_float32_rows(x, "x", D)
     if xt.shape[0] != G:
         raise ValueError(f"x must be the (G, D) = ({G}, {D}) indexed vectors; got shape {tuple(xt.shape)}")
-    bs = _default_batch_rows(G, k + 1, D) if batch_size is None else batch_size
-    ops._check_int("batch_size", bs, 1)
+    bs = default_batch_rows(G, k + 1, D) if batch_size is None else batch_size
+    checks.check_int("batch_size", bs, 1)
     neighbors = torch.empty((G, k), dtype=torch.int32)
     values = torch.empty((G, k), dtype=torch.float32)
     short = []
@@ -172,7 +172,8 @@ def graph_from_faiss(index, k: int, *, x=None, fill_exact: bool = True,
     metric = "ip" if largest else "l2"
     for s0 in range(0, len(short), bs):
         rows = short[s0:s0 + bs]
-        ev, ei = ops.knn_topk(xt[rows], xt, k + 1, metric, largest, False, 0, "fp32")  # k others + maybe self
+        ev, ei = ops.knn_topk(xt[rows], xt, k=k + 1, metric=metric, largest=largest, exclude_self=False, row_offset=0,
+                              precision="fp32")  # k others + maybe self
         ei.masked_fill_(ei == rows[:, None], -1)
         ids = torch.cat([neighbors[rows].to(torch.int64), ei], dim=1)  # faiss' survivors first, then exact order
         vals = torch.cat([values[rows], ev.to(torch.float32)], dim=1)
@@ -209,7 +210,7 @@ class FaissICFRR:
     def __init__(self, index, graph: Optional[GalleryGraph] = None, *, k_g: int = 256, x=None):
         G, D, largest = _index_info(index)
         if graph is None:
-            ops._check_int("k_g", k_g, 1)
+            checks.check_int("k_g", k_g, 1)
             graph = graph_from_faiss(index, min(k_g, G - 1), x=x)
         elif not isinstance(graph, GalleryGraph):
             raise TypeError(f"graph must be a GalleryGraph or None; got {type(graph).__name__}")
@@ -277,28 +278,26 @@ class FaissICFRR:
         """
         G = self.ntotal
         q = _as_float32_rows(queries, "queries", self.d)
-        ops._check_int("depth", depth, 1)
+        checks.check_int("depth", depth, 1)
         L = min(depth, G)
-        ops._check_int("k", k, 1, L, " (the candidate depth, clipped to G)")
-        k_g = self.graph.k if k_g is None else k_g
-        neighbors = self.graph.neighbors_for(k_g)
-        if isinstance(beta, int) and not isinstance(beta, bool):
-            beta = float(beta)
+        checks.check_int("k", k, 1, L, " (the candidate depth, clipped to G)")
+        p = ICFRRParams(k_g=self.graph.k if k_g is None else k_g, k_q=k_q, beta=beta, iters=iters,
+                        semantics=semantics, depth=L, early_stop=early_stop)
+        neighbors = self.graph.neighbors_for(p.k_g)
         B = max(1, SEARCH_BATCH_BYTES // (48 * L)) if batch_size is None else batch_size
-        ops._check_int("batch_size", B, 1)
+        checks.check_int("batch_size", B, 1)
         Q, dev = q.shape[0], neighbors.device
         # every remaining argument checked once, before any work (a call on Q = 0 queries is validated too)
-        ops._validate_icfrr_candidates(torch.empty((0, L), device=dev), torch.empty((0, L), dtype=torch.int64,
-                                       device=dev), neighbors, G, k_q, beta, iters, semantics, self.largest, k,
-                                       return_history, early_stop)
+        args = dict(p.op_kwargs(), gallery_size=G, largest=self.largest, k=k, return_history=return_history)
+        ops.validate_icfrr_candidates(torch.empty((0, L), device=dev), torch.empty((0, L), dtype=torch.int64,
+                                      device=dev), neighbors, **args)
         D_out = torch.empty((Q, k), dtype=torch.float32, device=dev)
         I_out = torch.empty((Q, k), dtype=torch.int64, device=dev)
         H_out = torch.empty((Q, iters + 1, k), dtype=torch.int64, device=dev) if return_history else None
         for q0 in range(0, Q, B):
             dist, ids = _search(self.index, q[q0:q0 + B], L, G)
             ids, scores, _ = dedupe_candidates(ids, _scores(dist, self.largest))
-            v, i, h = ops.icfrr_candidates(scores.to(dev), ids.to(dev), neighbors, G, k_q, beta, iters, semantics,
-                                           self.largest, k, return_history, early_stop)
+            v, i, h = ops.icfrr_candidates(scores.to(dev), ids.to(dev), neighbors, **args)
             D_out[q0:q0 + B], I_out[q0:q0 + B] = v, i
             if H_out is not None:
                 H_out[q0:q0 + B] = h

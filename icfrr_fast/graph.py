@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from . import _io, ops
-from .knn import _as_tensor, _check_batch_size, _default_batch_rows, _knn_into, default_largest
+from . import _checks as checks
+from .knn import as_tensor, default_batch_rows, default_largest, knn_into
 
 __all__ = ["GalleryGraph"]
 
@@ -42,17 +43,15 @@ class GalleryGraph:
     """
 
     def __init__(self, neighbors: Tensor, values: Optional[Tensor] = None, *, largest: bool = False):
-        ops._check_dense_tensor("neighbors", neighbors)
+        checks.check_dense_tensor("neighbors", neighbors)
         if neighbors.dtype.is_floating_point or neighbors.dtype.is_complex or neighbors.dtype == torch.bool:
             raise TypeError(f"neighbors must be an integer tensor; got {neighbors.dtype}")
         if neighbors.dim() != 2:
             raise ValueError(f"neighbors must be 2-D (G, K); got shape {tuple(neighbors.shape)}")
-        ops._check_has_data("neighbors", neighbors)
+        checks.check_has_data("neighbors", neighbors)
         G, K = neighbors.shape
-        if G < 2:
-            raise ValueError(f"a gallery graph needs at least 2 items; got G = {G}")
-        if not 1 <= K <= G - 1:
-            raise ValueError(f"neighbors per item must be in [1, G - 1] = [1, {G - 1}]; got {K}")
+        checks.check_gallery_size(G, what="a gallery graph")
+        checks.check_k_g(K, G, name="neighbors per item")
         lo, hi = int(neighbors.min()), int(neighbors.max())
         if lo < 0 or hi >= G:
             raise ValueError(f"gallery graph ids must be in [0, G - 1] = [0, {G - 1}]; got ids in [{lo}, {hi}]")
@@ -69,7 +68,7 @@ class GalleryGraph:
                 raise ValueError(f"neighbors row {r0 + int(dup[0, 0])} lists an id twice; each row must hold "
                                  f"distinct ids (ICFRR counts one vote per voter and item)")
         if values is not None:
-            ops._check_dense_tensor("values", values)
+            checks.check_dense_tensor("values", values)
             if not values.dtype.is_floating_point:
                 raise TypeError(f"values must be a floating tensor or None; got {values.dtype}")
             if values.shape != neighbors.shape:
@@ -91,15 +90,14 @@ class GalleryGraph:
         Raises:
             ValueError: if gg is not square, G < 2, k not in [1, G - 1], or gg holds NaN/inf.
         """
-        ops._check_float_matrix("gg", gg)
+        checks.check_float_matrix("gg", gg)
         if gg.shape[0] != gg.shape[1]:
             raise ValueError(f"gg must be a square (G, G) matrix; got shape {tuple(gg.shape)}")
-        if gg.shape[0] < 2:
-            raise ValueError(f"the gallery must hold at least 2 items; got G = {gg.shape[0]}")
-        ops._check_int("k", k, 1, gg.shape[0] - 1, " (G - 1)")
-        ops._check_bool("largest", largest)
+        checks.check_gallery_size(gg.shape[0])
+        checks.check_k_g(k, gg.shape[0], name="k")
+        checks.check_bool("largest", largest)
         try:
-            values, indices = ops.dense_topk(gg, k, largest, True, 0)
+            values, indices = ops.dense_topk(gg, k=k, largest=largest, exclude_self=True, row_offset=0)
         except ValueError as e:  # the data check names the op's argument x
             raise ValueError(str(e).replace("x must", "gg must", 1)) from None
         return cls._trusted(indices, values, largest)
@@ -145,28 +143,29 @@ class GalleryGraph:
             >>> graph.neighbors.shape, graph.neighbors.dtype
             (torch.Size([100, 8]), torch.int32)
         """
-        g = _as_tensor(g, "g")
-        ops._check_float_matrix("g", g)
-        if g.shape[0] < 2:
-            raise ValueError(f"the gallery must hold at least 2 items; got G = {g.shape[0]}")
-        ops._check_int("k", k, 1, g.shape[0] - 1, " (G - 1)")
+        g = as_tensor(g, "g")
+        checks.check_float_matrix("g", g)
+        checks.check_gallery_size(g.shape[0])
+        checks.check_k_g(k, g.shape[0], name="k")
         if not isinstance(metric, str) or metric not in ops.KNN_METRICS:
             raise ValueError(f"metric must be one of {ops.KNN_METRICS}; got {metric!r}")
         largest = default_largest(metric)
-        ops._validate_knn_topk(g, g, k, metric, largest, True, 0, precision)
-        ops._check_finite("g", g)
+        ops.validate_knn_topk(g, g, k=k, metric=metric, largest=largest, exclude_self=True, row_offset=0,
+                              precision=precision)
+        checks.check_finite("g", g)
         G = g.shape[0]
         if batch_size is not None:
-            _check_batch_size(batch_size)
-        bs = _default_batch_rows(G, k, g.shape[1]) if batch_size is None else batch_size
-        if batch_size is None and ops._knn_graph_in_one_call(g, k):
+            checks.check_batch_size(batch_size)
+        bs = default_batch_rows(G, k, g.shape[1]) if batch_size is None else batch_size
+        if batch_size is None and ops.knn_graph_in_one_call(g, k):
             bs = G  # one call: the kernel computes each pair of row blocks once (symmetric build)
         neighbors = torch.empty((G, k), dtype=torch.int32, device=g.device)
         # values in the selection's dtype (float64 for float64 features with "fp32"), so that they are the exact
         # selection keys (ICFRRIndex.add merges on them)
-        values = (torch.empty((G, k), dtype=ops._knn_out_dtype(g, precision), device=g.device) if keep_values
+        values = (torch.empty((G, k), dtype=ops.knn_out_dtype(g, precision), device=g.device) if keep_values
                   else None)
-        _knn_into(g, g, k, metric, largest, True, 0, precision, values, neighbors, bs, progress, "gallery graph")
+        knn_into(g, g, k=k, metric=metric, largest=largest, exclude_self=True, row_offset=0, precision=precision,
+                 out_values=values, out_indices=neighbors, batch_size=bs, progress=progress, desc="gallery graph")
         return cls._trusted(neighbors, values, largest)
 
     @classmethod

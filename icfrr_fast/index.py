@@ -22,8 +22,10 @@ import torch
 from torch import Tensor
 
 from . import _io, ops
+from . import _checks as checks
 from .graph import GalleryGraph
-from .knn import _as_tensor, _check_batch_size, _default_batch_rows, _knn_into, default_largest
+from .knn import as_tensor, default_batch_rows, default_largest, knn_into
+from .params import ICFRRParams
 
 __all__ = ["ICFRRIndex"]
 
@@ -64,12 +66,8 @@ class ICFRRIndex:
             raise ValueError(f"precision must be one of {ops.KNN_PRECISIONS}; got {precision!r}")
         g = self._prepare(gallery_features, "gallery_features", None)
         G = g.shape[0]
-        if G < 2:
-            raise ValueError(f"the gallery must hold at least 2 items; got G = {G}")
-        if isinstance(k_g, bool) or not isinstance(k_g, int):
-            raise TypeError(f"k_g must be an int; got {type(k_g).__name__}")
-        if not 1 <= k_g <= G - 1:
-            raise ValueError(f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {k_g}")
+        checks.check_gallery_size(G)
+        checks.check_k_g(k_g, G)
         self.metric = metric
         self.precision = precision
         self.progress = bool(progress)
@@ -104,11 +102,11 @@ class ICFRRIndex:
             raise ValueError(f"{path}: unknown metric {metric!r} or precision {precision!r}")
         features = d["features"]
         try:  # the same checks as for features given to the constructor, and for any neighbour lists
-            ops._check_float_matrix("features", features)
+            checks.check_float_matrix("features", features)
             if features.dtype not in (torch.float32, torch.float64):
                 raise TypeError(f"features must be float32 or float64 (as an index stores them); got "
                                 f"{features.dtype}")
-            ops._check_finite("features", features)
+            checks.check_finite("features", features)
             graph = GalleryGraph(d["neighbors"], d["values"], largest=default_largest(metric))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path}: {e}") from None
@@ -150,8 +148,8 @@ class ICFRRIndex:
         return f"ICFRRIndex(G={self.ntotal}, D={self.d}, k_g={self.k_g}, metric={self.metric!r})"
 
     def _prepare(self, features, name: str, D: Optional[int]) -> Tensor:
-        t = _as_tensor(features, name)
-        ops._check_float_matrix(name, t)
+        t = as_tensor(features, name)
+        checks.check_float_matrix(name, t)
         if D is not None and t.shape[1] != D:
             raise ValueError(f"{name} must have the index's feature dimension D = {D}; got {t.shape[1]}")
         if t.dtype in (torch.float16, torch.bfloat16):
@@ -163,7 +161,7 @@ class ICFRRIndex:
             raise ValueError(f"{name} must be on the index's device {want.device}; got {t.device}")
         if want is not None and t.dtype != want.dtype:
             t = t.to(want.dtype)
-        ops._check_finite(name, t)
+        checks.check_finite(name, t)
         return t
 
     # -- building -----------------------------------------------------------------------------------------------
@@ -180,7 +178,7 @@ class ICFRRIndex:
         """
         new = self._prepare(features, "features", self.d)
         if batch_size is not None:
-            _check_batch_size(batch_size)
+            checks.check_batch_size(batch_size)
         N = new.shape[0]
         if N == 0:
             return
@@ -189,14 +187,15 @@ class ICFRRIndex:
             raise ValueError(f"the gallery must hold fewer than 2^31 - 1 items; got {G0} + {N}")
         largest = default_largest(self._graph_metric)
         all_features = torch.cat([self.features, new])
-        bs = _default_batch_rows(G0 + N, K, self.d) if batch_size is None else batch_size
+        bs = default_batch_rows(G0 + N, K, self.d) if batch_size is None else batch_size
         # 1. lists of the new items over the whole gallery (item G0 + r excluded from row r)
         dev = self.features.device
-        sel_dtype = ops._knn_out_dtype(all_features, self.precision)
+        sel_dtype = ops.knn_out_dtype(all_features, self.precision)
         new_ids = torch.empty((N, K), dtype=torch.int32, device=dev)
         new_vals = torch.empty((N, K), dtype=sel_dtype, device=dev)
-        _knn_into(new, all_features, K, self._graph_metric, largest, True, G0, self.precision, new_vals, new_ids,
-                  bs, self.progress, "new items")
+        knn_into(new, all_features, k=K, metric=self._graph_metric, largest=largest, exclude_self=True, row_offset=G0,
+                 precision=self.precision, out_values=new_vals, out_indices=new_ids, batch_size=bs,
+                 progress=self.progress, desc="new items")
         # 2. each existing list merged with its best new items; all new ids exceed the old ones, so a stable sort of
         #    [old list, new candidates] by value is exactly the (value, smaller id) order of a rebuild. The values
         #    are the selection keys in the selection's own dtype (float64 for float64 features), never rounded.
@@ -206,8 +205,8 @@ class ICFRRIndex:
         merged_vals = torch.empty((G0, K), dtype=sel_dtype, device=dev)
         for r0 in range(0, G0, bs):
             r1 = min(G0, r0 + bs)
-            cv, ci = ops.knn_topk(self.features[r0:r1], new, Kn, self._graph_metric, largest, False, 0,
-                                  self.precision)
+            cv, ci = ops.knn_topk(self.features[r0:r1], new, k=Kn, metric=self._graph_metric, largest=largest,
+                                  exclude_self=False, row_offset=0, precision=self.precision)
             vals = torch.cat([old_vals[r0:r1], cv.to(sel_dtype)], dim=1)
             ids = torch.cat([old_ids[r0:r1].to(torch.int64), ci + G0], dim=1)
             order = torch.sort(vals, dim=1, descending=largest, stable=True).indices[:, :K]
@@ -261,35 +260,36 @@ class ICFRRIndex:
         q = self._prepare(queries, "queries", self.d)
         Q, G = q.shape[0], self.ntotal
         L = G if depth is None else depth
-        ops._check_int("depth", L, 1, G, " (the gallery size)")
-        ops._check_int("k", k, 1, L, " (the candidate depth)")
-        neighbors = self.graph.neighbors_for(self.k_g if k_g is None else k_g)
+        checks.check_int("depth", L, 1, G, " (the gallery size)")
+        checks.check_int("k", k, 1, L, " (the candidate depth)")
+        p = ICFRRParams(k_g=self.k_g if k_g is None else k_g, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
+                        depth=L, early_stop=early_stop)
+        neighbors = self.graph.neighbors_for(p.k_g)
         largest = self.largest
         if batch_size is not None:
-            _check_batch_size(batch_size)
+            checks.check_batch_size(batch_size)
         B = max(1, SEARCH_BATCH_BYTES // (4 * G)) if batch_size is None else batch_size
-        beta = ops._check_beta(beta)
         dev = self.features.device
-        score_dtype = ops._knn_out_dtype(q, self.precision)
+        score_dtype = ops.knn_out_dtype(q, self.precision)
         # every argument checked before any output is allocated, whatever Q is (Q = 0 included): a (Q, G) view of
         # one row stands in for the scores
-        ops._validate_icfrr_rerank(torch.empty((1, G), dtype=score_dtype, device=dev).expand(Q, G), neighbors, k_q,
-                                   beta, iters, semantics, largest, L, k, return_history, early_stop)
-        hint = ops._RERANK_MEMORY_HINT
-        D_out = ops._alloc((Q, k), score_dtype, dev, hint)
-        I_out = ops._alloc((Q, k), torch.int64, dev, hint)
-        H_out = ops._alloc((Q, iters + 1, k), torch.int64, dev, hint) if return_history else None
+        args = dict(p.op_kwargs(), largest=largest, k=k, return_history=return_history)
+        ops.validate_icfrr_rerank(torch.empty((1, G), dtype=score_dtype, device=dev).expand(Q, G), neighbors,
+                                  depth=L, **args)
+        hint = ops.RERANK_MEMORY_HINT
+        D_out = ops.alloc_output((Q, k), score_dtype, dev, hint)
+        I_out = ops.alloc_output((Q, k), torch.int64, dev, hint)
+        H_out = ops.alloc_output((Q, iters + 1, k), torch.int64, dev, hint) if return_history else None
         for q0 in range(0, Q, B):
             qb = q[q0:q0 + B]
             if L == G:
-                scores = ops.knn_scores(qb, self.features, self.metric, self.precision)
-                v, i, h = ops.icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k,
-                                           return_history, early_stop)
+                scores = ops.knn_scores(qb, self.features, metric=self.metric, precision=self.precision)
+                v, i, h = ops.icfrr_rerank(scores, neighbors, depth=L, **args)
                 del scores
             else:  # the fused top-L (values, ids) are the candidate lists: no (B, G) buffer
-                cv, ci = ops.knn_topk(qb, self.features, L, self.metric, largest, False, 0, self.precision)
-                v, i, h = ops.icfrr_candidates(cv, ci, neighbors, G, k_q, beta, iters, semantics, largest, k,
-                                               return_history, early_stop)
+                cv, ci = ops.knn_topk(qb, self.features, k=L, metric=self.metric, largest=largest, exclude_self=False,
+                                      row_offset=0, precision=self.precision)
+                v, i, h = ops.icfrr_candidates(cv, ci, neighbors, gallery_size=G, **args)
                 del cv, ci
             D_out[q0:q0 + B] = v
             I_out[q0:q0 + B] = i

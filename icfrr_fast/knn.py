@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from . import ops
+from ._checks import check_batch_size
 
 __all__ = ["knn", "scores", "KNNResult", "default_largest"]
 
@@ -82,8 +83,10 @@ def knn(
         largest = default_largest(metric)
     # argument checks before the dispatcher's own type coercion (it would reject k=2.0 with a less clear message);
     # the op repeats them and adds the data check (finite values)
-    ops._validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision)
-    values, indices = ops.knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision)
+    ops.validate_knn_topk(x, y, k=k, metric=metric, largest=largest, exclude_self=exclude_self, row_offset=row_offset,
+                          precision=precision)
+    values, indices = ops.knn_topk(x, y, k=k, metric=metric, largest=largest, exclude_self=exclude_self,
+                                   row_offset=row_offset, precision=precision)
     return KNNResult(values, indices)
 
 
@@ -96,7 +99,7 @@ def scores(x: Tensor, y: Tensor, *, metric: str = "ip", precision: str = "fp32")
     return ops.knn_scores(x, y, metric, precision)
 
 
-def _as_tensor(features, name: str) -> Tensor:
+def as_tensor(features, name: str) -> Tensor:
     """Accept a tensor or an array (numpy, what faiss users hold); anything else is a TypeError naming ``name``."""
     if isinstance(features, Tensor):
         return features
@@ -117,7 +120,7 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="row")
 
 
-def _knn_into(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
+def knn_into(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
               precision: str, out_values: Optional[Tensor], out_indices: Tensor, batch_size: int,
               progress: bool = False, desc: str = "k-NN") -> None:
     """Fused k-NN of the rows of x written into preallocated outputs, ``batch_size`` rows at a time, so that the
@@ -130,7 +133,8 @@ def _knn_into(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_
     try:
         for r0 in range(0, Q, batch_size):
             r1 = min(Q, r0 + batch_size)
-            v, i = ops.knn_topk(x[r0:r1], y, k, metric, largest, exclude_self, row_offset + r0, precision)
+            v, i = ops.knn_topk(x[r0:r1], y, k=k, metric=metric, largest=largest, exclude_self=exclude_self,
+                                row_offset=row_offset + r0, precision=precision)
             out_indices[r0:r1] = i
             if out_values is not None:
                 out_values[r0:r1] = v
@@ -141,15 +145,7 @@ def _knn_into(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_
             bar.close()
 
 
-def _check_batch_size(batch_size) -> None:
-    """A given batch_size (rows or queries per call) is an int >= 1."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size must be an int or None; got {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-
-
-def _default_batch_rows(G: int, k: int, D: int) -> int:
+def default_batch_rows(G: int, k: int, D: int) -> int:
     """Rows per fused call: at least 128 (each call re-packs y, G D copies, < 1% of its >= 128 G D FMAs) and at
     most what keeps the call's (rows, k) int64 ids + values near 64 MB."""
     return max(128, min(1 << 16, (64 << 20) // max(1, 12 * k)))

@@ -1,7 +1,7 @@
 """The registered PyTorch ops of icfrr_fast: the only module that talks to ``torch.library``.
 
 Every op reads the same way (docs/design.md §3):
-    _validate_<op>                 every argument check, once (raises ValueError / TypeError naming the argument)
+    validate_<op>                  every argument check, once (raises ValueError / TypeError naming the argument)
     custom_op("icfrr_fast::<op>")  body = ``icfrr_fast.reference`` (the path for any device without a kernel)
     register_fake                  output shapes, for torch.compile / meta tensors
     register_kernel("cpu")         the C++ kernel in ``icfrr_fast._C``
@@ -31,19 +31,18 @@ import torch
 from torch import Tensor
 
 from . import _native, reference
+from ._checks import (FLOAT_DTYPES, TRITON_MAX_DEPTH, TRITON_MAX_K, check_bool,
+                      check_dense_tensor, check_finite, check_float_matrix, check_gallery_size, check_has_data,
+                      check_int, check_k_and_self, check_k_g)
+from .params import SEMANTICS, check_icfrr_values
 
 __all__ = ["dense_topk", "icfrr_rerank", "icfrr_candidates", "knn_topk", "knn_scores", "KERNEL_DEVICES", "SEMANTICS",
            "KNN_METRICS", "KNN_PRECISIONS"]
 
-SEMANTICS = ("reference", "paper")
 #: metrics of knn_topk / knn_scores: inner product, cosine, Euclidean distance, squared Euclidean distance
 KNN_METRICS = ("ip", "cosine", "l2", "l2sq")
 #: arithmetic of knn_topk: float32 (float64 for float64 inputs), or inputs rounded to bfloat16 + float32 sums
 KNN_PRECISIONS = ("fp32", "bf16")
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-MAX_INT64 = 2**63 - 1
-#: iterations T of icfrr_rerank: far beyond any use, and T + 1 history rows stay a small int
-MAX_ITERS = 2**31 - 1
 #: devices with a native kernel per op; every other device runs the reference. Tests parametrise over this.
 KERNEL_DEVICES = {"dense_topk": ["cpu", "cuda"], "icfrr_rerank": ["cpu", "cuda"], "icfrr_candidates": ["cpu", "cuda"],
                   "knn_topk": ["cpu", "cuda"], "knn_scores": ["cpu", "cuda"]}
@@ -62,7 +61,7 @@ def _out_of_memory(e: BaseException, what: str, shape, dtype: torch.dtype, devic
                        f"({nbytes / 2**30:.1f} GiB) on {device}{hint}")
 
 
-def _alloc(shape, dtype: torch.dtype, device, hint: str = "") -> Tensor:
+def alloc_output(shape, dtype: torch.dtype, device, hint: str = "") -> Tensor:
     """An output tensor; MemoryError naming the bytes (and ``hint``, how to ask for less) when it cannot be had."""
     try:
         if not _poison_outputs:
@@ -74,77 +73,7 @@ def _alloc(shape, dtype: torch.dtype, device, hint: str = "") -> Tensor:
 
 
 #: what to do when icfrr_rerank's outputs do not fit
-_RERANK_MEMORY_HINT = "; ask for fewer columns with k (results per query) or depth (candidates per query)"
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Shared checks (one definition per rule)
-# ------------------------------------------------------------------------------------------------------------------
-def _check_dense_tensor(name: str, t) -> None:
-    """A torch.Tensor with the ordinary strided layout (sparse and other layouts are a TypeError)."""
-    torch._check_type(isinstance(t, Tensor), lambda: f"{name} must be a torch.Tensor; got {type(t).__name__}")
-    torch._check_type(t.layout == torch.strided,
-                      lambda: f"{name} must be a dense (strided) tensor; got layout {t.layout} (use .to_dense())")
-
-
-def _check_float_matrix(name: str, t: Tensor) -> None:
-    _check_dense_tensor(name, t)
-    torch._check_type(
-        t.dtype in FLOAT_DTYPES,
-        lambda: f"{name} must be a floating tensor (float16, bfloat16, float32 or float64); got {t.dtype}",
-    )
-    torch._check_value(t.dim() == 2, lambda: f"{name} must be 2-D; got shape {tuple(t.shape)}")
-
-
-def _check_int(name: str, v, lo: int, hi: int | None = None, hint: str = "") -> None:
-    torch._check_type(
-        isinstance(v, int) and not isinstance(v, bool), lambda: f"{name} must be an int; got {type(v).__name__}"
-    )
-    if hi is None and v > MAX_INT64:  # beyond what an op's int argument can hold
-        hi = MAX_INT64
-    rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-    torch._check_value(lo <= v and (hi is None or v <= hi), lambda: f"{name} must be in {rng}{hint}; got {v}")
-
-
-def _check_beta(beta) -> float:
-    """beta as a float: finite and >= 0 (an int too large for a float is a ValueError, not an OverflowError)."""
-    torch._check_type(isinstance(beta, (int, float)) and not isinstance(beta, bool),
-                      lambda: f"beta must be a float; got {type(beta).__name__}")
-    ok = beta >= 0 and (beta < 2**1023 if isinstance(beta, int) else math.isfinite(beta))
-    torch._check_value(ok, lambda: f"beta must be finite and >= 0; got {beta}")
-    return float(beta)
-
-
-def _check_bool(name: str, v) -> None:
-    torch._check_type(isinstance(v, bool), lambda: f"{name} must be a bool; got {type(v).__name__}")
-
-
-def _check_k_and_self(k: int, rows: int, cols: int, exclude_self: bool, row_offset: int, self_needs: str,
-                      cols_name: str) -> None:
-    """k of a top-k over `cols` columns, where row r skips column row_offset + r when exclude_self."""
-    _check_bool("exclude_self", exclude_self)
-    _check_int("row_offset", row_offset, 0)
-    if exclude_self:
-        torch._check_value(row_offset + rows <= cols,
-                           lambda: f"exclude_self needs {self_needs}; got {row_offset} + {rows} > {cols}")
-    _check_int("k", k, 1, cols - 1 if exclude_self else cols,
-               f" ({cols_name}" + (" - 1 with exclude_self)" if exclude_self else ")"))
-
-
-def _check_has_data(name: str, t: Tensor) -> None:
-    """A data check needs values: a meta tensor (shape only) is a ValueError."""
-    torch._check_value(t.device.type != "meta",
-                       lambda: f"{name} is a meta tensor (a shape without data); this call needs its values")
-
-
-def _check_finite(name: str, t: Tensor) -> None:
-    """Data check, one pass without a temporary of t's size: min and max are finite iff every value is (NaN
-    propagates through both)."""
-    _check_has_data(name, t)
-    if t.numel():
-        lo, hi = torch.aminmax(t)
-        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
-            raise ValueError(f"{name} must be finite; it contains NaN or infinite values")
+RERANK_MEMORY_HINT = "; ask for fewer columns with k (results per query) or depth (candidates per query)"
 
 
 def _as_kernel_float(t: Tensor) -> Tensor:
@@ -163,29 +92,29 @@ def _as_kernel_float(t: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------------------------------------
 # dense_topk
 # ------------------------------------------------------------------------------------------------------------------
-def _validate_dense_topk(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int,
+def validate_dense_topk(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int,
                          check_data: bool = False) -> None:
-    _check_float_matrix("x", x)
-    _check_bool("largest", largest)
+    check_float_matrix("x", x)
+    check_bool("largest", largest)
     R, C = x.shape
     torch._check_value(C < 2**31 - 1, lambda: f"x must have fewer than 2^31 - 1 columns; got {C}")
-    _check_k_and_self(k, R, C, exclude_self, row_offset, "every row's own column: row_offset + rows <= columns",
+    check_k_and_self(k, R, C, exclude_self, row_offset, "every row's own column: row_offset + rows <= columns",
                       "columns")
     if check_data:
-        _check_finite("x", x)
+        check_finite("x", x)
 
 
 @torch.library.custom_op("icfrr_fast::dense_topk", mutates_args=())
 def dense_topk(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int) -> Tuple[Tensor, Tensor]:
     """Top-k of each row of a dense (R, C) matrix, best first, ties -> smaller column (see reference.dense_topk)."""
-    _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
+    validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
     v, i = reference.dense_topk(x, k, largest=largest, exclude_self=exclude_self, row_offset=row_offset)
     return v.contiguous(), i.contiguous()
 
 
 @dense_topk.register_fake
 def _(x, k, largest, exclude_self, row_offset):
-    _validate_dense_topk(x, k, largest, exclude_self, row_offset)
+    validate_dense_topk(x, k, largest, exclude_self, row_offset)
     R = x.shape[0]
     return x.new_empty((R, k)), x.new_empty((R, k), dtype=torch.int64)
 
@@ -193,8 +122,8 @@ def _(x, k, largest, exclude_self, row_offset):
 def _dense_topk_cpu(xk: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int) -> Tuple[Tensor, Tensor]:
     """The C++ kernel on a validated float32/float64 ``xk`` (``_as_kernel_float``): values of xk's dtype."""
     R, Cn = xk.shape
-    values = _alloc((R, k), xk.dtype, xk.device)
-    indices = _alloc((R, k), torch.int64, xk.device)
+    values = alloc_output((R, k), xk.dtype, xk.device)
+    indices = alloc_output((R, k), torch.int64, xk.device)
     _native.load().dense_topk(
         x=xk.data_ptr(), x_is_double=xk.dtype == torch.float64, x_stride=xk.stride(0), R=R, C=Cn, k=k,
         largest=largest, exclude_self=exclude_self, row_offset=row_offset, out_values=values.data_ptr(),
@@ -205,7 +134,7 @@ def _dense_topk_cpu(xk: Tensor, k: int, largest: bool, exclude_self: bool, row_o
 
 @dense_topk.register_kernel("cpu")
 def _(x, k, largest, exclude_self, row_offset):
-    _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
+    validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
     values, indices = _dense_topk_cpu(_as_kernel_float(x), k, largest, exclude_self, row_offset)
     return values.to(x.dtype), indices
 
@@ -215,12 +144,12 @@ def _(x, k, largest, exclude_self, row_offset):
 # ------------------------------------------------------------------------------------------------------------------
 def _check_icfrr_flags(largest: bool, return_history: bool, early_stop: bool) -> None:
     for name, flag in (("largest", largest), ("return_history", return_history), ("early_stop", early_stop)):
-        _check_bool(name, flag)
+        check_bool(name, flag)
 
 
 def _check_graph(neighbors: Tensor, device: torch.device, rows: str) -> None:
     """neighbors: a 2-D int32 tensor on ``device``; ``rows`` names its row count in messages."""
-    _check_dense_tensor("neighbors", neighbors)
+    check_dense_tensor("neighbors", neighbors)
     torch._check_type(neighbors.dtype == torch.int32,
                       lambda: f"neighbors must be an int32 tensor (GalleryGraph stores it so); got {neighbors.dtype}")
     torch._check_value(neighbors.dim() == 2,
@@ -233,12 +162,8 @@ def _check_icfrr_params(k_q: int, beta: float, iters: int, semantics: str, K_g: 
                         L_name: str) -> None:
     """k_g (= neighbors.shape[1]) against the gallery size G, then k_q, beta, iters, semantics and the capacity of
     the integer vote accumulators for up to L candidates (``L_name`` names L in messages)."""
-    torch._check_value(1 <= K_g <= G - 1, lambda: f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {K_g}")
-    _check_int("k_q", k_q, 1, MAX_INT64)
-    _check_beta(beta)
-    _check_int("iters", iters, 0, MAX_ITERS)
-    torch._check_type(isinstance(semantics, str), lambda: f"semantics must be a str; got {type(semantics).__name__}")
-    torch._check_value(semantics in SEMANTICS, lambda: f"semantics must be one of {SEMANTICS}; got {semantics!r}")
+    check_k_g(K_g, G)
+    check_icfrr_values(k_q, beta, iters, semantics, early_stop=False)
     kq = min(k_q, L)
     torch._check_value(kq < 2**24 and kq * (K_g - 1) < 2**40,
                        lambda: f"min(k_q, {L_name}) * (k_g - 1) must be < 2^40 and min(k_q, {L_name}) < 2^24 "
@@ -257,22 +182,22 @@ def _check_id_range(name: str, t: Tensor, lo: int, hi: int, hi_name: str) -> Non
 # ------------------------------------------------------------------------------------------------------------------
 # icfrr_rerank
 # ------------------------------------------------------------------------------------------------------------------
-def _validate_icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: float, iters: int, semantics: str,
+def validate_icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: float, iters: int, semantics: str,
                            largest: bool, depth: int, k: int, return_history: bool, early_stop: bool,
                            check_data: bool = False) -> None:
-    _check_float_matrix("scores", scores)
+    check_float_matrix("scores", scores)
     _check_icfrr_flags(largest, return_history, early_stop)
     _check_graph(neighbors, scores.device, "G")
     Q, G = scores.shape
-    torch._check_value(G >= 2, lambda: f"the gallery must hold at least 2 items (scores.shape[1] >= 2); got {G}")
+    check_gallery_size(G, detail=" (scores.shape[1] >= 2)")
     torch._check_value(G < 2**31 - 1, lambda: f"the gallery must hold fewer than 2^31 - 1 items; got {G}")
     torch._check_value(neighbors.shape[0] == G, lambda: f"neighbors must have one row per gallery item "
                        f"(scores.shape[1] = {G}); got {neighbors.shape[0]} rows")
-    _check_int("depth", depth, 1, G, " (the gallery size)")
+    check_int("depth", depth, 1, G, " (the gallery size)")
     _check_icfrr_params(k_q, beta, iters, semantics, neighbors.shape[1], G, depth, "depth")
-    _check_int("k", k, 1, depth, " (the candidate depth)")
+    check_int("k", k, 1, depth, " (the candidate depth)")
     if check_data:
-        _check_finite("scores", scores)
+        check_finite("scores", scores)
         _check_id_range("gallery graph ids", neighbors, 0, G - 1, "G - 1")
 
 
@@ -305,7 +230,7 @@ def icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: float, iters
     none the row's own (ValueError otherwise: the CPU kernel checks each row the first time a voter reads it, the
     other paths check the whole graph).
     """
-    _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+    validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                            early_stop, check_data=True)
     _check_graph_rows(neighbors)
     v, i, h = reference.icfrr_rerank(scores, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
@@ -318,7 +243,7 @@ def icfrr_rerank(scores: Tensor, neighbors: Tensor, k_q: int, beta: float, iters
 
 @icfrr_rerank.register_fake
 def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history, early_stop):
-    _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+    validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                            early_stop)
     Q = scores.shape[0]
     values = scores.new_empty((Q, k), dtype=scores.dtype)
@@ -329,12 +254,12 @@ def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_
 
 @icfrr_rerank.register_kernel("cpu")
 def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history, early_stop):
-    _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+    validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                            early_stop, check_data=True)
     s = _as_kernel_float(scores)
     Q, G = s.shape
     if depth < G:  # the top-L candidates (one selection pass over the G scores), then ICFRR over them
-        cv, ci = _dense_topk_cpu(s, depth, largest, False, 0)
+        cv, ci = _dense_topk_cpu(s, k=depth, largest=largest, exclude_self=False, row_offset=0)
         v, i, h = _icfrr_candidates_cpu(cv, ci, neighbors, G, k_q, beta, iters, semantics, largest, k,
                                         return_history, early_stop)
         return v.to(scores.dtype), i, h
@@ -354,21 +279,21 @@ def _(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_
 
 def _rerank_outputs(Q: int, k: int, iters: int, return_history: bool, kernel_dtype: torch.dtype, device):
     """values (Q, k) in the kernel's score dtype (float32/float64), indices (Q, k), history (Q, T + 1 or 0, k)."""
-    values = _alloc((Q, k), kernel_dtype, device, _RERANK_MEMORY_HINT)
-    indices = _alloc((Q, k), torch.int64, device, _RERANK_MEMORY_HINT)
-    history = _alloc((Q, iters + 1 if return_history else 0, k), torch.int64, device,
-                     _RERANK_MEMORY_HINT + ", or return_history=False")
+    values = alloc_output((Q, k), kernel_dtype, device, RERANK_MEMORY_HINT)
+    indices = alloc_output((Q, k), torch.int64, device, RERANK_MEMORY_HINT)
+    history = alloc_output((Q, iters + 1 if return_history else 0, k), torch.int64, device,
+                     RERANK_MEMORY_HINT + ", or return_history=False")
     return values, indices, history
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # icfrr_candidates
 # ------------------------------------------------------------------------------------------------------------------
-def _validate_icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, gallery_size: int, k_q: int,
+def validate_icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, gallery_size: int, k_q: int,
                                beta: float, iters: int, semantics: str, largest: bool, k: int, return_history: bool,
                                early_stop: bool, check_data: bool = False) -> None:
-    _check_float_matrix("scores", scores)
-    _check_dense_tensor("ids", ids)
+    check_float_matrix("scores", scores)
+    check_dense_tensor("ids", ids)
     torch._check_type(ids.dtype in (torch.int32, torch.int64),
                       lambda: f"ids must be an int32 or int64 tensor; got {ids.dtype}")
     torch._check_value(ids.shape == scores.shape, lambda: f"ids must have scores' shape (Q, L) = "
@@ -379,9 +304,9 @@ def _validate_icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, g
     _check_graph(neighbors, scores.device, "N")
     N, L = neighbors.shape[0], scores.shape[1]
     torch._check_value(1 <= N < 2**31 - 1, lambda: f"neighbors must have between 1 and 2^31 - 2 rows; got {N}")
-    _check_int("gallery_size", gallery_size, max(2, N), 2**31 - 2, " (at least 2 and the graph's N rows)")
+    check_int("gallery_size", gallery_size, max(2, N), 2**31 - 2, " (at least 2 and the graph's N rows)")
     _check_icfrr_params(k_q, beta, iters, semantics, neighbors.shape[1], gallery_size, L, "L")
-    _check_int("k", k, 1, L, " (the candidates per row L)")
+    check_int("k", k, 1, L, " (the candidates per row L)")
     if check_data:
         _check_candidate_data(scores, ids, N)
         _check_id_range("gallery graph ids", neighbors, -1, N - 1, "N - 1")
@@ -427,7 +352,7 @@ def icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, gallery_siz
     Returns values (Q, k) of scores' dtype, indices (Q, k) int64 (padding: -1 and -inf / +inf for
     ``largest=False``), history (Q, T + 1, k) int64 (or (Q, 0, k) when ``return_history`` is False).
     """
-    _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+    validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
                                return_history, early_stop, check_data=True)
     _check_graph_rows(neighbors)
     v, i, h = reference.icfrr_candidates(scores, ids, neighbors, gallery_size=gallery_size, k_q=k_q, beta=beta,
@@ -440,7 +365,7 @@ def icfrr_candidates(scores: Tensor, ids: Tensor, neighbors: Tensor, gallery_siz
 
 @icfrr_candidates.register_fake
 def _(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k, return_history, early_stop):
-    _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+    validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
                                return_history, early_stop)
     Q = scores.shape[0]
     values = scores.new_empty((Q, k))
@@ -472,7 +397,7 @@ def _icfrr_candidates_cpu(scores, ids, neighbors, gallery_size, k_q, beta, iters
 
 @icfrr_candidates.register_kernel("cpu")
 def _(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k, return_history, early_stop):
-    _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+    validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
                                return_history, early_stop, check_data=True)
     return _icfrr_candidates_cpu(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
                                  return_history, early_stop)
@@ -481,14 +406,14 @@ def _(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest
 # ------------------------------------------------------------------------------------------------------------------
 # knn_topk (and knn_scores, its dense mode: the same kernel writing every score instead of selecting)
 # ------------------------------------------------------------------------------------------------------------------
-def _knn_out_dtype(x: Tensor, precision: str) -> torch.dtype:
+def knn_out_dtype(x: Tensor, precision: str) -> torch.dtype:
     """Values are float32, or float64 when the inputs are float64 and precision is "fp32"."""
     return torch.float64 if x.dtype == torch.float64 and precision == "fp32" else torch.float32
 
 
 def _validate_knn_inputs(x: Tensor, y: Tensor, metric: str, precision: str, check_data: bool) -> None:
-    _check_float_matrix("x", x)
-    _check_float_matrix("y", y)
+    check_float_matrix("x", x)
+    check_float_matrix("y", y)
     torch._check_type(x.dtype == y.dtype, lambda: f"x and y must have the same dtype; got {x.dtype} and {y.dtype}")
     torch._check_value(x.device == y.device, lambda: f"x and y must be on one device; got {x.device} and {y.device}")
     torch._check_value(x.shape[1] == y.shape[1],
@@ -503,16 +428,16 @@ def _validate_knn_inputs(x: Tensor, y: Tensor, metric: str, precision: str, chec
     torch._check_value(precision in KNN_PRECISIONS,
                        lambda: f"precision must be one of {KNN_PRECISIONS}; got {precision!r}")
     if check_data:
-        _check_finite("x", x)
-        _check_finite("y", y)
+        check_finite("x", x)
+        check_finite("y", y)
 
 
-def _validate_knn_topk(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool,
+def validate_knn_topk(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool,
                        row_offset: int, precision: str, check_data: bool = False) -> None:
     _validate_knn_inputs(x, y, metric, precision, check_data)
     Q, G = x.shape[0], y.shape[0]
-    _check_bool("largest", largest)
-    _check_k_and_self(k, Q, G, exclude_self, row_offset, "every row of x to be an item of y: row_offset + Q <= G",
+    check_bool("largest", largest)
+    check_k_and_self(k, Q, G, exclude_self, row_offset, "every row of x to be an item of y: row_offset + Q <= G",
                       "the gallery size G")
 
 
@@ -524,24 +449,24 @@ def knn_topk(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_s
     Returns values (Q, k) float32 (float64 for float64 inputs with precision "fp32"): similarity for "ip"/"cosine",
     Euclidean distance for "l2", its square for "l2sq"; indices (Q, k) int64. See ``icfrr_fast.knn``.
     """
-    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
+    validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
     v, i = reference.knn_topk(x, y, k, metric=metric, exclude_self=exclude_self, largest=largest,
                               row_offset=row_offset, precision=precision)
-    return v.to(_knn_out_dtype(x, precision)).contiguous(), i.contiguous()
+    return v.to(knn_out_dtype(x, precision)).contiguous(), i.contiguous()
 
 
 @knn_topk.register_fake
 def _(x, y, k, metric, largest, exclude_self, row_offset, precision):
-    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision)
+    validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision)
     Q = x.shape[0]
-    return x.new_empty((Q, k), dtype=_knn_out_dtype(x, precision)), x.new_empty((Q, k), dtype=torch.int64)
+    return x.new_empty((Q, k), dtype=knn_out_dtype(x, precision)), x.new_empty((Q, k), dtype=torch.int64)
 
 
 def _cpu_knn(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
              precision: str, dense: bool) -> Tuple[Tensor, Tensor]:
     """Call the C++ kernel (shared by knn_topk and knn_scores). Inputs are validated."""
     C = _native.load()
-    out_dtype = _knn_out_dtype(x, precision)
+    out_dtype = knn_out_dtype(x, precision)
     same = y is x  # a gallery graph: keep one buffer, so the kernel can see x is y (symmetric build)
     if x.dtype != out_dtype:  # float16/bfloat16 (exact) or float64 with precision "bf16" (rounded to bf16 anyway)
         x = x.to(out_dtype)
@@ -551,8 +476,8 @@ def _cpu_knn(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_s
     Q, D = xk.shape
     G = yk.shape[0]
     kmetric = {"ip": 0, "cosine": 1, "l2": 2, "l2sq": 3}[metric]
-    values = _alloc((Q, G) if dense else (Q, k), out_dtype, x.device)
-    indices = _alloc((0,) if dense else (Q, k), torch.int64, x.device)
+    values = alloc_output((Q, G) if dense else (Q, k), out_dtype, x.device)
+    indices = alloc_output((0,) if dense else (Q, k), torch.int64, x.device)
     if Q:
         C.knn_topk(
             x=xk.data_ptr(), x_stride=xk.stride(0), y=yk.data_ptr(), y_stride=yk.stride(0),
@@ -564,7 +489,7 @@ def _cpu_knn(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_s
     return values, indices
 
 
-def _knn_graph_in_one_call(g: Tensor, k: int) -> bool:
+def knn_graph_in_one_call(g: Tensor, k: int) -> bool:
     """True when a CPU gallery graph of g (G, D) float32 with k neighbours should be one knn_topk call (x is y):
     the kernel then runs its symmetric build (half the FLOPs); otherwise callers batch rows to bound memory."""
     if g.device.type != "cpu" or g.dtype != torch.float32 or not _native.available():
@@ -575,11 +500,11 @@ def _knn_graph_in_one_call(g: Tensor, k: int) -> bool:
 
 @knn_topk.register_kernel("cpu")
 def _(x, y, k, metric, largest, exclude_self, row_offset, precision):
-    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
+    validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
     return _cpu_knn(x, y, k, metric, largest, exclude_self, row_offset, precision, dense=False)
 
 
-def _validate_knn_scores(x: Tensor, y: Tensor, metric: str, precision: str, check_data: bool = False) -> None:
+def validate_knn_scores(x: Tensor, y: Tensor, metric: str, precision: str, check_data: bool = False) -> None:
     _validate_knn_inputs(x, y, metric, precision, check_data)
 
 
@@ -588,19 +513,19 @@ def knn_scores(x: Tensor, y: Tensor, metric: str, precision: str) -> Tensor:
     """Dense (Q, G) scores of ``metric`` with exactly the arithmetic of ``knn_topk`` (its dense mode): the score
     of every pair is bit-identical to the one knn_topk selects on (for "l2", its square root). float32 (float64 for
     float64 inputs with precision "fp32")."""
-    _validate_knn_scores(x, y, metric, precision, check_data=True)
-    return reference.knn_scores(x, y, metric, precision).to(_knn_out_dtype(x, precision))
+    validate_knn_scores(x, y, metric, precision, check_data=True)
+    return reference.knn_scores(x, y, metric, precision).to(knn_out_dtype(x, precision))
 
 
 @knn_scores.register_fake
 def _(x, y, metric, precision):
-    _validate_knn_scores(x, y, metric, precision)
-    return x.new_empty((x.shape[0], y.shape[0]), dtype=_knn_out_dtype(x, precision))
+    validate_knn_scores(x, y, metric, precision)
+    return x.new_empty((x.shape[0], y.shape[0]), dtype=knn_out_dtype(x, precision))
 
 
 @knn_scores.register_kernel("cpu")
 def _(x, y, metric, precision):
-    _validate_knn_scores(x, y, metric, precision, check_data=True)
+    validate_knn_scores(x, y, metric, precision, check_data=True)
     return _cpu_knn(x, y, 1, metric, True, False, 0, precision, dense=True)[0]
 
 
@@ -612,10 +537,6 @@ def _(x, y, metric, precision):
 # tiles), the CUDA build of the C++ core (icfrr_rerank), or the CPU kernels on host copies of batches. No path falls
 # back to a dense float64 reference or an O(G^2) buffer.
 # ------------------------------------------------------------------------------------------------------------------
-#: on-chip limits of the Triton kernels (icfrr_fast.triton.dense_topk.MAX_K = knn_topk.MAX_K,
-#: icfrr_candidates.MAX_DEPTH; a test checks they agree), kept here so that choosing a path never imports triton
-TRITON_MAX_K = 4096
-TRITON_MAX_DEPTH = 4096
 _warned: set = set()
 _triton_found: bool | None = None
 
@@ -677,11 +598,11 @@ def _stable_topk_rows(s: Tensor, k: int, largest: bool, exclude_self: bool, row_
 
 
 def _dense_topk_cuda(x: Tensor, k: int, largest: bool, exclude_self: bool, row_offset: int):
-    _validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
+    validate_dense_topk(x, k, largest, exclude_self, row_offset, check_data=True)
     if _triton_available() and k <= TRITON_MAX_K:
         from .triton.dense_topk import dense_topk_triton
 
-        return dense_topk_triton(x, k, largest, exclude_self, row_offset, alloc=_alloc)
+        return dense_topk_triton(x, k, largest, exclude_self, row_offset, alloc=alloc_output)
     why = "triton is not installed" if not _triton_available() else f"k = {k} > {TRITON_MAX_K} (Triton on-chip limit)"
     _warn_once(("dense_topk", why), f"icfrr_fast.dense_topk on CUDA: {why}; running a stable torch.sort of row "
                                     f"batches on the device instead of the Triton kernel")
@@ -692,11 +613,11 @@ def _dense_topk_cuda(x: Tensor, k: int, largest: bool, exclude_self: bool, row_o
 
 def _knn_topk_cuda(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exclude_self: bool, row_offset: int,
                    precision: str):
-    _validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
+    validate_knn_topk(x, y, k, metric, largest, exclude_self, row_offset, precision, check_data=True)
     if _triton_available() and k <= TRITON_MAX_K:
         from .triton.knn_topk import knn_topk_triton
 
-        return knn_topk_triton(x, y, k, metric, largest, exclude_self, row_offset, precision, alloc=_alloc)
+        return knn_topk_triton(x, y, k, metric, largest, exclude_self, row_offset, precision, alloc=alloc_output)
     if _triton_available():  # the same score tiles written in row batches, then a stable sort of each batch
         from .triton.knn_scores import knn_scores_triton
 
@@ -718,11 +639,11 @@ def _knn_topk_cuda(x: Tensor, y: Tensor, k: int, metric: str, largest: bool, exc
 
 
 def _knn_scores_cuda(x: Tensor, y: Tensor, metric: str, precision: str) -> Tensor:
-    _validate_knn_scores(x, y, metric, precision, check_data=True)
+    validate_knn_scores(x, y, metric, precision, check_data=True)
     if _triton_available():
         from .triton.knn_scores import knn_scores_triton
 
-        return knn_scores_triton(x, y, metric, precision, alloc=_alloc)
+        return knn_scores_triton(x, y, metric, precision, alloc=alloc_output)
     _warn_once(("knn_scores", "triton"), "icfrr_fast.knn_scores on CUDA: triton is not installed; running the CPU "
                                          "kernel on host copies of x and y")
     return _cpu_knn(x.cpu(), y.cpu(), 1, metric, True, False, 0, precision, dense=True)[0].to(x.device)
@@ -755,7 +676,7 @@ def _icfrr_rerank_cuda_build(scores, neighbors, k_q, beta, iters, semantics, lar
 
 def _icfrr_rerank_cuda(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                        early_stop):
-    _validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
+    validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, depth, k, return_history,
                            early_stop, check_data=True)
     _check_graph_rows(neighbors)  # one sort on the GPU; the CUDA kernels do not check rows themselves
     args = (k_q, float(beta), iters, semantics, largest, depth, k, return_history, early_stop)
@@ -763,7 +684,7 @@ def _icfrr_rerank_cuda(scores, neighbors, k_q, beta, iters, semantics, largest, 
         from .triton.icfrr_rerank import icfrr_rerank_triton
 
         # the Triton kernel writes float32 values (float64 scores: keys rounded to float32, then widened)
-        v, i, h = icfrr_rerank_triton(_as_kernel_float(scores), neighbors, *args, alloc=_alloc)
+        v, i, h = icfrr_rerank_triton(_as_kernel_float(scores), neighbors, *args, alloc=alloc_output)
         return v.to(scores.dtype), i, h
     why = ("triton is not installed" if not _triton_available()
            else f"depth L = {depth} > {TRITON_MAX_DEPTH} candidates (Triton on-chip limit)")
@@ -781,7 +702,7 @@ def _icfrr_rerank_cuda(scores, neighbors, k_q, beta, iters, semantics, largest, 
 
 def _icfrr_candidates_cuda(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
                            return_history, early_stop):
-    _validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
+    validate_icfrr_candidates(scores, ids, neighbors, gallery_size, k_q, beta, iters, semantics, largest, k,
                                return_history, early_stop, check_data=True)
     args = (gallery_size, k_q, float(beta), iters, semantics, largest, k, return_history, early_stop)
     L = scores.shape[1]
@@ -789,7 +710,7 @@ def _icfrr_candidates_cuda(scores, ids, neighbors, gallery_size, k_q, beta, iter
         _check_graph_rows(neighbors)  # one sort on the GPU; the Triton kernel does not check rows itself
         from .triton.icfrr_candidates import icfrr_candidates_triton
 
-        v, i, h = icfrr_candidates_triton(scores, ids, neighbors, *args, alloc=_alloc)
+        v, i, h = icfrr_candidates_triton(scores, ids, neighbors, *args, alloc=alloc_output)
         return v.to(scores.dtype), i, h
     why = ("triton is not installed" if not _triton_available()
            else f"L = {L} > {TRITON_MAX_DEPTH} candidates (Triton on-chip limit)")

@@ -19,26 +19,9 @@ from typing import List, Tuple
 import torch
 from torch import Tensor
 
+from ._checks import check_feature_matrix, check_int
+
 __all__ = ["kmeans", "ProductQuantizer"]
-
-
-def _check_int(name: str, v, lo: int, hi: int | None = None) -> None:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int; got {type(v).__name__}")
-    if v < lo or (hi is not None and v > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {'in ' if hi is not None else ''}{rng}; got {v}")
-
-
-def _check_features(name: str, x) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor; got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (N, D); got shape {tuple(x.shape)}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} holds NaN or inf")
 
 
 def _sq_dists(x: Tensor, c: Tensor) -> Tensor:
@@ -68,10 +51,10 @@ def kmeans(x: Tensor, k: int, *, iters: int = 25, seed: int = 0) -> Tuple[Tensor
         >>> bool(a[0] == a[1]) and bool(a[2] == a[3]) and bool(a[0] != a[2])
         True
     """
-    _check_features("x", x)
-    _check_int("k", k, 1, x.shape[0])
-    _check_int("iters", iters, 1)
-    _check_int("seed", seed, 0)
+    check_feature_matrix("x", x)
+    check_int("k", k, 1, x.shape[0])
+    check_int("iters", iters, 1)
+    check_int("seed", seed, 0)
     n = x.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(seed)
     # k-means++: each next centre drawn with probability proportional to the squared distance to the nearest one
@@ -138,9 +121,9 @@ class ProductQuantizer:
             iters: Lloyd iterations per sub-space.
             seed: k-means++ seed (sub-space m uses seed + m).
         """
-        _check_features("gallery", gallery)
-        _check_int("num_clusters", num_clusters, 1, gallery.shape[0])
-        _check_int("num_subspaces", num_subspaces, 1, gallery.shape[1])
+        check_feature_matrix("gallery", gallery)
+        check_int("num_clusters", num_clusters, 1, gallery.shape[0])
+        check_int("num_subspaces", num_subspaces, 1, gallery.shape[1])
         centroids, codes = [], []
         for m, part in enumerate(torch.tensor_split(gallery, num_subspaces, dim=1)):
             c, a = kmeans(part, num_clusters, iters=iters, seed=seed + m)

@@ -15,7 +15,9 @@ import torch
 from torch import Tensor
 
 from . import ops, reference
+from . import _checks as checks
 from .graph import GalleryGraph
+from .params import ICFRRParams
 
 __all__ = ["icfrr", "ICFRRResult"]
 
@@ -125,24 +127,24 @@ def icfrr(
         >>> res.indices.shape
         torch.Size([3, 50])
     """
-    ops._check_dense_tensor("scores", scores)
+    checks.check_dense_tensor("scores", scores)
     if scores.dim() != 2:
         raise ValueError(f"scores must be 2-D (Q, G); got shape {tuple(scores.shape)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool; got {type(largest).__name__}")
-    beta = ops._check_beta(beta)
+    if ids is not None and depth is not None:
+        raise ValueError(f"depth cannot be combined with ids: the candidate lists set L (ids.shape[1]); "
+                         f"got depth={depth}")
+    checks.check_bool("return_history", return_history)
+    params = ICFRRParams(k_g=k_g, k_q=k_q, beta=beta, iters=iters, semantics=semantics, depth=depth,
+                         early_stop=early_stop)
     if ids is not None:
-        if depth is not None:
-            raise ValueError(f"depth cannot be combined with ids: the candidate lists set L (ids.shape[1]); "
-                             f"got depth={depth}")
-        return _icfrr_candidates(scores, ids, gallery, k_g=k_g, k_q=k_q, beta=beta, iters=iters,
-                                 semantics=semantics, largest=largest, k=k, return_history=return_history,
-                                 early_stop=early_stop, backend=backend)
+        return _icfrr_candidates(scores, ids, gallery, params, largest=largest, k=k, return_history=return_history,
+                                 backend=backend)
     G = scores.shape[1]
-    if G < 2:
-        raise ValueError(f"the gallery must hold at least 2 items (scores.shape[1] >= 2); got {G}")
+    checks.check_gallery_size(G, detail=" (scores.shape[1] >= 2)")
     if isinstance(gallery, GalleryGraph):
         graph = gallery
     elif isinstance(gallery, Tensor):
@@ -152,10 +154,7 @@ def icfrr(
         if gallery.shape[0] != G:
             raise ValueError(f"gallery matrix is {gallery.shape[0]} x {gallery.shape[0]} but scores has G = {G} "
                              f"columns")
-        if isinstance(k_g, bool) or not isinstance(k_g, int):  # before the op schema sees it
-            raise TypeError(f"k_g must be an int; got {type(k_g).__name__}")
-        if not 1 <= k_g <= G - 1:
-            raise ValueError(f"k_g must be in [1, G - 1] = [1, {G - 1}]; got {k_g}")
+        checks.check_k_g(k_g, G)  # before the op schema sees it
         try:
             graph = GalleryGraph.from_distances(gallery, k_g, largest=largest)
         except (ValueError, TypeError) as e:
@@ -164,8 +163,7 @@ def icfrr(
         raise TypeError(f"gallery must be a GalleryGraph or a (G, G) tensor; got {type(gallery).__name__}")
     if graph.num_items != G:
         raise ValueError(f"the gallery graph has G = {graph.num_items} items but scores has {G} columns")
-    if graph.num_items >= 2 and isinstance(k_g, int) and not isinstance(k_g, bool) and k_g > graph.num_items - 1:
-        raise ValueError(f"k_g must be in [1, G - 1] = [1, {graph.num_items - 1}]; got {k_g}")
+    checks.check_k_g(k_g, graph.num_items)
     neighbors = graph.neighbors_for(k_g)
     if neighbors.device != scores.device:
         raise ValueError(f"the gallery graph is on {neighbors.device} but scores are on {scores.device}; "
@@ -174,22 +172,17 @@ def icfrr(
     k_out = L if k is None else k
     # argument types and ranges first (the op schema would reject a float k_q with a less helpful RuntimeError);
     # the data checks run once, inside the kernel, or here for the reference
-    ops._validate_icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out, return_history,
-                               early_stop, check_data=backend == "reference")
-    if backend == "reference":
-        v, i, h = reference.icfrr_rerank(scores, neighbors, k_q=k_q, beta=beta, iters=iters, semantics=semantics,
-                                         largest=largest, depth=L, k=k_out, return_history=return_history,
-                                         early_stop=early_stop)
-    else:
-        v, i, h = ops.icfrr_rerank(scores, neighbors, k_q, beta, iters, semantics, largest, L, k_out,
-                                   return_history, early_stop)
+    args = dict(params.op_kwargs(), largest=largest, depth=L, k=k_out, return_history=return_history)
+    ops.validate_icfrr_rerank(scores, neighbors, **args, check_data=backend == "reference")
+    rerank = reference.icfrr_rerank if backend == "reference" else ops.icfrr_rerank
+    v, i, h = rerank(scores, neighbors, **args)
     return ICFRRResult(v, i, h if return_history else None)
 
 
-def _icfrr_candidates(scores: Tensor, ids: Tensor, gallery: Union[GalleryGraph, Tensor], *, k_g: int, k_q: int,
-                      beta: float, iters: int, semantics: str, largest: bool, k: Optional[int], return_history: bool,
-                      early_stop: bool, backend: str) -> ICFRRResult:
+def _icfrr_candidates(scores: Tensor, ids: Tensor, gallery: Union[GalleryGraph, Tensor], params: ICFRRParams, *,
+                      largest: bool, k: Optional[int], return_history: bool, backend: str) -> ICFRRResult:
     """``icfrr`` with candidate lists: the graph's first k_g neighbours, then ``icfrr_candidates``."""
+    k_g = params.k_g
     if isinstance(gallery, GalleryGraph):
         neighbors = gallery.neighbors_for(k_g)
     elif isinstance(gallery, Tensor) and gallery.dtype == torch.int32 and gallery.dim() == 2:
@@ -208,12 +201,8 @@ def _icfrr_candidates(scores: Tensor, ids: Tensor, gallery: Union[GalleryGraph, 
                          f"move one with .to()")
     G = neighbors.shape[0]
     k_out = scores.shape[1] if k is None else k
-    args = (scores, ids, neighbors, G, k_q, beta, iters, semantics, largest, k_out, return_history, early_stop)
-    ops._validate_icfrr_candidates(*args, check_data=backend == "reference")
-    if backend == "reference":
-        v, i, h = reference.icfrr_candidates(scores, ids, neighbors, gallery_size=G, k_q=k_q, beta=beta,
-                                             iters=iters, semantics=semantics, largest=largest, k=k_out,
-                                             return_history=return_history, early_stop=early_stop)
-    else:
-        v, i, h = ops.icfrr_candidates(*args)
+    args = dict(params.op_kwargs(), gallery_size=G, largest=largest, k=k_out, return_history=return_history)
+    ops.validate_icfrr_candidates(scores, ids, neighbors, **args, check_data=backend == "reference")
+    candidates = reference.icfrr_candidates if backend == "reference" else ops.icfrr_candidates
+    v, i, h = candidates(scores, ids, neighbors, **args)
     return ICFRRResult(v, i, h if return_history else None)

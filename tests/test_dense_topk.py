@@ -202,5 +202,5 @@ def test_graph_from_distances_rejects_bad_matrices():
         GalleryGraph.from_distances(torch.randn(5, 6), 2)
     with pytest.raises(ValueError, match="at least 2 items"):
         GalleryGraph.from_distances(torch.randn(1, 1), 1)
-    with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, G - 1\] = \[1, 4\]"):
         GalleryGraph.from_distances(torch.randn(5, 5), 5)

@@ -281,7 +281,7 @@ def bad_input(tmp_path_factory):
 
 @pytest.mark.parametrize("case,exc,pattern", [
     ("nan_on_last_rank", "ValueError", "local_features must be finite"),
-    ("k_too_large", "ValueError", r"k must be in \[1, 39\] \(G - 1"),
+    ("k_too_large", "ValueError", r"k must be in \[1, G - 1\] = \[1, 39\]"),
     ("k_differs", "ValueError", r"k must be the same on every rank; got \[3.0, 4.0\]"),
     ("d_differs", "ValueError", "the feature dimension D must be the same on every rank"),
     ("bad_metric", "ValueError", "metric must be one of"),

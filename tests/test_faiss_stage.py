@@ -206,7 +206,7 @@ def test_from_faiss_validation():
         GalleryGraph.from_faiss(_FakeIndex(x, None, metric_type=2), 3)
     with pytest.raises(ValueError, match="index must hold at least 2 vectors"):
         GalleryGraph.from_faiss(_FakeIndex(x[:1], None), 1)
-    with pytest.raises(ValueError, match=r"k must be an int in \[1, G - 1\] = \[1, 39\]"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, G - 1\] = \[1, 39\]"):
         GalleryGraph.from_faiss(ivf, 40, x=x)
     with pytest.raises(ValueError, match="x must be the"):
         GalleryGraph.from_faiss(ivf, 3, x=x[:10])

@@ -73,8 +73,8 @@ def test_save_load_round_trip(tmp_path):
     "call, exc, match",
     [
         (lambda g: GalleryGraph.from_features(g[:1], 1), ValueError, "at least 2 items"),
-        (lambda g: GalleryGraph.from_features(g, 0), ValueError, r"k must be in \[1, 29\]"),
-        (lambda g: GalleryGraph.from_features(g, 30), ValueError, r"k must be in \[1, 29\]"),
+        (lambda g: GalleryGraph.from_features(g, 0), ValueError, r"k must be in \[1, G - 1\] = \[1, 29\]"),
+        (lambda g: GalleryGraph.from_features(g, 30), ValueError, r"k must be in \[1, G - 1\] = \[1, 29\]"),
         (lambda g: GalleryGraph.from_features(g, 3, metric="hamming"), ValueError, "metric must be one of"),
         (lambda g: GalleryGraph.from_features(g.long(), 3), TypeError, "floating tensor"),
         (lambda g: GalleryGraph.from_features(g.index_fill(0, torch.tensor([2]), float("nan")), 3), ValueError,
@@ -135,7 +135,7 @@ def test_from_faiss_fills_minus_one_padding_exactly():
 def test_from_faiss_validation():
     index = faiss.IndexFlatL2(4)
     index.add(torch.randn(10, 4).numpy())
-    with pytest.raises(ValueError, match=r"k must be an int in \[1, G - 1\]"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, G - 1\]"):
         GalleryGraph.from_faiss(index, 10)
     with pytest.raises(ValueError, match="x must be the"):
         GalleryGraph.from_faiss(index, 3, x=torch.randn(9, 4))

@@ -340,7 +340,7 @@ def _call(**kw):
             type(a["gallery_size"]) is not int or type(a["largest"]) is not bool:
         # the op's schema (or the dispatcher, for mixed devices) rejects these before any kernel: check the
         # validator's own message
-        return ops._validate_icfrr_candidates(*a.values(), check_data=True)
+        return ops.validate_icfrr_candidates(*a.values(), check_data=True)
     return ops.icfrr_candidates(*a.values())
 
 
@@ -405,6 +405,6 @@ def test_vote_accumulator_capacity_is_checked():
     """K_q' = min(k_q, L) >= 2^24 voters overflow the packed counts: shapes only (meta tensors, no data)."""
     L = 2**24
     with pytest.raises(ValueError, match=r"min\(k_q, L\) \* \(k_g - 1\) must be < 2\^40 .* vote accumulators"):
-        ops._validate_icfrr_candidates(torch.empty(1, L, device="meta"), torch.empty(1, L, dtype=torch.int64,
+        ops.validate_icfrr_candidates(torch.empty(1, L, device="meta"), torch.empty(1, L, dtype=torch.int64,
                                        device="meta"), torch.empty(L, 4, dtype=torch.int32, device="meta"), L, L,
                                        0.5, 2, "reference", True, 10, False, False)

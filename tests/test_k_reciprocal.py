@@ -144,11 +144,11 @@ def test_memory_is_sparse(monkeypatch):
     calls = []
     real = kr_module.ops.knn_topk
 
-    def spy(x, y, k, *args):
+    def spy(x, y, k, *args, **kwargs):
         calls.append(k)
-        return real(x, y, k, *args)
+        return real(x, y, k, *args, **kwargs)
 
-    def forbidden(*args):
+    def forbidden(*args, **kwargs):
         raise AssertionError("knn_scores called")
 
     monkeypatch.setattr(kr_module.ops, "knn_topk", spy)

@@ -34,7 +34,7 @@ def test_dense_topk_triton_matches_cpu(case):
     gen = torch.Generator().manual_seed(R * C)
     x = torch.randint(-case.pop("values", 6), 6, (R, C), generator=gen).to(case.pop("dtype", torch.float32))
     args = (k, case.get("largest", True), case.get("exclude_self", False), case.get("row_offset", 0))
-    v, i = tri.dense_topk_triton(x, *args, alloc=ops._alloc)
+    v, i = tri.dense_topk_triton(x, *args, alloc=ops.alloc_output)
     cpu_v, cpu_i = ops.dense_topk(x, *args)
     ref_v, ref_i = reference.dense_topk(x, *args)
     assert_rankings_equal(i, cpu_i, "indices vs CPU op")
@@ -46,7 +46,7 @@ def test_dense_topk_triton_matches_cpu(case):
 def test_dense_topk_triton_ranked_float64_values():
     """The form the ICFRR kernel consumes: float64 values as ranked (negated distances), exact."""
     x = torch.randn(4, 30, dtype=torch.float32)
-    v, i = tri.dense_topk_triton(x, 10, False, signed_values=False, value_dtype=torch.float64, alloc=ops._alloc)
+    v, i = tri.dense_topk_triton(x, 10, False, signed_values=False, value_dtype=torch.float64, alloc=ops.alloc_output)
     ref_v, ref_i = reference.dense_topk(x, 10, largest=False)
     assert_rankings_equal(i, ref_i)
     assert_values_equal(v, -ref_v.to(torch.float64))

@@ -78,7 +78,7 @@ def test_sorted_rows_skip_the_initial_sort():
     s2, i2 = s1.gather(1, perm), i1.gather(1, perm)
     nb = _graph(30, 5, seed=1)
     args = (30, 4, 0.5, 3, "paper", True, 12, True, False)
-    got = tric.icfrr_candidates_triton(s2, i2, nb, *args, rows_sorted=True, alloc=ops._alloc)
+    got = tric.icfrr_candidates_triton(s2, i2, nb, *args, rows_sorted=True, alloc=ops.alloc_output)
     want = ops.icfrr_candidates(scores, ids, nb, *args)
     assert_rankings_equal(got[1], want[1], "indices")
     assert_values_equal(got[0], want[0], "values")

@@ -39,7 +39,7 @@ def _run_both(scores, nbr, *, k_q, beta, iters, semantics="reference", largest=T
     depth = depth or G
     k = k or depth
     args = (k_q, beta, iters, semantics, largest, depth, k, history, early_stop)
-    got = tri.icfrr_rerank_triton(scores, nbr, *args, batch=batch, alloc=ops._alloc)
+    got = tri.icfrr_rerank_triton(scores, nbr, *args, batch=batch, alloc=ops.alloc_output)
     want = ops.icfrr_rerank(scores, nbr, *args)  # CPU tensors: the C++ kernel
     return got, want
 
@@ -93,7 +93,7 @@ def test_icfrr_candidates_triton_from_sorted_candidates():
     nbr = _graph(G, 6, seed=8)
     cv, ci = reference.dense_topk(scores.to(torch.float64), L)
     got = tric.icfrr_candidates_triton(cv, ci, nbr, G, 7, 0.5, 3, "reference", True, 12, True, False,
-                                       rows_sorted=True, out_dtype=torch.float32, alloc=ops._alloc)
+                                       rows_sorted=True, out_dtype=torch.float32, alloc=ops.alloc_output)
     want = ops.icfrr_rerank(scores, nbr, 7, 0.5, 3, "reference", True, L, 12, True, False)
     _assert_same(got, want)
 

@@ -54,7 +54,7 @@ def test_knn_topk_triton_matches_cpu(case):
     y = _int_features(G, D, dtype, seed=D)
     x = y[row_offset:row_offset + Q] if exclude_self else _int_features(Q, D, dtype, seed=Q + G)
     args = (k, metric, largest, exclude_self, row_offset, precision)
-    values, indices = tri.knn_topk_triton(x, y, *args, alloc=ops._alloc)
+    values, indices = tri.knn_topk_triton(x, y, *args, alloc=ops.alloc_output)
     cpu_v, cpu_i = ops.knn_topk(x, y, *args)
     ref_v, ref_i = reference.knn_topk(x, y, k, metric=metric, exclude_self=exclude_self, largest=largest,
                                       row_offset=row_offset, precision=precision)
@@ -74,7 +74,7 @@ def test_knn_topk_triton_config_shapes():
     x = _int_features(70, 24, torch.float32, seed=1)
     y = _int_features(61, 24, torch.float32, seed=2)
     cfg = SelectConfig(block_m=32, block_n=16, block_k=16)
-    v, i = tri.knn_topk_triton(x, y, 9, "l2", config=cfg, alloc=ops._alloc)
+    v, i = tri.knn_topk_triton(x, y, 9, "l2", config=cfg, alloc=ops.alloc_output)
     rv, ri = ops.knn_topk(x, y, 9, "l2", False, False, 0, "fp32")
     assert_rankings_equal(i, ri, "indices")
     assert_values_equal(v, rv, "values")

@@ -25,6 +25,7 @@ from .. import _io, _native
 from ..graph import GalleryGraph
 from ..metrics import evaluate
 from ..rerank import icfrr
+from .._checks import check_k_g
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -137,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
     if gg.shape != (G, G):
         raise ValueError(f"gg must be ({G}, {G}) to match qg's {G} gallery columns; got {tuple(gg.shape)}")
-    if not 1 <= args.k_g <= G - 1:
-        raise ValueError(f"--k-g: k_g must be in [1, G - 1] = [1, {G - 1}]; got {args.k_g}")
+    check_k_g(args.k_g, G, name="--k-g: k_g")
     t0 = time.perf_counter()
     graph = GalleryGraph.from_distances(gg, args.k_g, largest=largest)
     t_graph = time.perf_counter() - t0

@@ -26,6 +26,7 @@ from .. import metrics, reference, rerankers
 from ..cluster_retrieve import cluster_retrieve
 from ..index import ICFRRIndex
 from ..rerank import icfrr
+from .._checks import check_gallery_size
 from .backbone import EfficientNetLite0, FeatureCache
 from .emoji import LEVELS, EmojiDataset, load_emoji
 
@@ -286,8 +287,7 @@ def run_experiment(config: DemoConfig, *, dataset: Optional[EmojiDataset] = None
     if len(query_ids) < len(pool):
         notes.append(f"queries: a random subset of {len(query_ids)} of {len(pool)} (seed {config.seed})")
     G = len(gallery_ids)
-    if G < 2:
-        raise ValueError(f"the gallery needs at least 2 items; got {G}")
+    check_gallery_size(G)
 
     # -- features -------------------------------------------------------------------------------------------------
     bb = EfficientNetLite0(input_size=config.input_size) if backbone is None else backbone

@@ -1,4 +1,4 @@
-"""Argument checks shared by the re-rankers' ``_validate_<method>`` functions (rules not already in ``ops``)."""
+"""Argument checks shared by the re-rankers' ``_validate_<method>`` functions (rules not in ``.._checks``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import ops
+from .. import _checks as checks
 
 
 def check_real(name: str, v, lo: float, hi: float = math.inf) -> None:
@@ -21,8 +21,8 @@ def check_real(name: str, v, lo: float, hi: float = math.inf) -> None:
 
 def check_features(query: Tensor, gallery: Tensor, min_gallery: int = 1) -> None:
     """(Q, D) queries and (G, D) gallery features: floating, 2-D, one D, one device, finite, G >= min_gallery."""
-    ops._check_float_matrix("query", query)
-    ops._check_float_matrix("gallery", gallery)
+    checks.check_float_matrix("query", query)
+    checks.check_float_matrix("gallery", gallery)
     torch._check_value(query.shape[1] == gallery.shape[1], lambda: "query and gallery must have the same feature "
                        f"dimension D; got {query.shape[1]} and {gallery.shape[1]}")
     torch._check_value(query.shape[1] >= 1, lambda: f"the feature dimension D must be >= 1; got {query.shape[1]}")
@@ -30,8 +30,8 @@ def check_features(query: Tensor, gallery: Tensor, min_gallery: int = 1) -> None
                        f"{query.device} and {gallery.device}")
     torch._check_value(gallery.shape[0] >= min_gallery, lambda: f"gallery must hold at least {min_gallery} "
                        f"item(s); got {gallery.shape[0]}")
-    ops._check_finite("query", query)
-    ops._check_finite("gallery", gallery)
+    checks.check_finite("query", query)
+    checks.check_finite("gallery", gallery)
 
 
 def check_candidates(candidates: Optional[Tensor], Q: int, G: int, device) -> None:

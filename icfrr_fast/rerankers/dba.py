@@ -17,6 +17,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .. import _checks as checks
 from .. import ops
 from ..graph import GalleryGraph
 from ._checks import check_features, check_real
@@ -28,10 +29,10 @@ __all__ = ["dba"]
 def _validate_dba(query: Tensor, gallery: Tensor, top: int, alpha: float, k: int, batch_size: int) -> None:
     check_features(query, gallery, min_gallery=2)
     G = gallery.shape[0]
-    ops._check_int("top", top, 1, G - 1, " (the gallery size - 1)")
+    checks.check_k_g(top, G, name="top")
     check_real("alpha", alpha, 0.0)
-    ops._check_int("k", k, 1, G, " (the gallery size)")
-    ops._check_int("batch_size", batch_size, 1)
+    checks.check_int("k", k, 1, G, " (the gallery size)")
+    checks.check_int("batch_size", batch_size, 1)
 
 
 def augment(gallery: Tensor, *, top: int, alpha: float, batch_size: int = 4096) -> Tensor:
@@ -71,4 +72,5 @@ def dba(query: Tensor, gallery: Tensor, *, top: int = 10, alpha: float = 0.0, k:
     """
     _validate_dba(query, gallery, top, alpha, k, batch_size)
     g2 = augment(gallery, top=top, alpha=alpha, batch_size=batch_size)
-    return ops.knn_topk(query.to(torch.float32), g2, k, "ip", True, False, 0, "fp32")
+    return ops.knn_topk(query.to(torch.float32), g2, k=k, metric="ip", largest=True, exclude_self=False, row_offset=0,
+                        precision="fp32")

@@ -21,6 +21,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .. import _checks as checks
 from .. import ops
 from ..graph import GalleryGraph
 from ._checks import check_candidates, check_features
@@ -36,18 +37,18 @@ def _validate_ecn(query: Tensor, gallery: Tensor, candidates: Optional[Tensor], 
     """Every check; returns the given graph's (G, K_g) neighbour ids (None: none given)."""
     check_features(query, gallery, min_gallery=2)
     Q, G = query.shape[0], gallery.shape[0]
-    ops._check_int("t", t, 1, G - 1, " (the gallery size - 1)")
-    ops._check_int("q", q, 1, G - 1, " (the gallery size - 1)")
+    checks.check_k_g(t, G, name="t")
+    checks.check_k_g(q, G, name="q")
     check_candidates(candidates, Q, G, query.device)
     L = depth if candidates is None else candidates.shape[1]
     if candidates is None:
-        ops._check_int("depth", depth, t, G, " (t .. the gallery size)")
+        checks.check_int("depth", depth, t, G, " (t .. the gallery size)")
     elif Q:
         shortest = int((candidates >= 0).sum(dim=1).min())
         torch._check_value(shortest >= t, lambda: f"every row of candidates must hold at least t = {t} ids; the "
                            f"shortest holds {shortest}")
     if k is not None:
-        ops._check_int("k", k, 1, L, " (the candidates per query)")
+        checks.check_int("k", k, 1, L, " (the candidates per query)")
     if graph is None:
         return None
     nbr = graph.neighbors if isinstance(graph, GalleryGraph) else graph
@@ -116,8 +117,8 @@ def ecn(query: Tensor, gallery: Tensor, *, candidates: Optional[Tensor] = None,
                                          keep_values=False).neighbors
     nbr = nbr.long()
     if candidates is None:
-        candidates = ops.knn_topk(query.to(torch.float32), gallery.to(torch.float32), depth, "l2", False, False, 0,
-                                  "fp32")[1]
+        candidates = ops.knn_topk(query.to(torch.float32), gallery.to(torch.float32), k=depth, metric="l2",
+                                  largest=False, exclude_self=False, row_offset=0, precision="fp32")[1]
     cand = candidates.long()
     L = cand.shape[1]
     k_out = L if k is None else k

@@ -34,6 +34,7 @@ from typing import Callable, Iterator, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .. import _checks as checks
 from .. import ops
 from ._checks import check_features, check_real, unit_rows
 
@@ -67,7 +68,7 @@ def _validate_k_reciprocal(k1, k2, lambda_value, k, *, q_g: Optional[Tensor] = N
     if query is None:
         names = (("q_g", q_g), ("q_q", q_q), ("g_g", g_g))
         for name, t in names:
-            ops._check_float_matrix(name, t)
+            checks.check_float_matrix(name, t)
         Q, G = q_g.shape
         torch._check_value(G >= 1, lambda: f"q_g must have at least one gallery column; got shape {tuple(q_g.shape)}")
         torch._check_value(tuple(q_q.shape) == (Q, Q), lambda: f"q_q must be (Q, Q) = ({Q}, {Q}); got "
@@ -83,16 +84,16 @@ def _validate_k_reciprocal(k1, k2, lambda_value, k, *, q_g: Optional[Tensor] = N
         torch._check_value(metric in K_RECIPROCAL_METRICS,
                            lambda: f"metric must be one of {K_RECIPROCAL_METRICS}; got {metric!r}")
         Q, G = query.shape[0], gallery.shape[0]
-    ops._check_int("k1", k1, 1)
-    ops._check_int("k2", k2, 1)
+    checks.check_int("k1", k1, 1)
+    checks.check_int("k2", k2, 1)
     check_real("lambda_value", lambda_value, 0.0, 1.0)
     if k is not None:
-        ops._check_int("k", k, 1, G, " (the gallery size)")
+        checks.check_int("k", k, 1, G, " (the gallery size)")
     N = Q + G
     torch._check_value(N < 2**31 - 1, lambda: f"Q + G must be < 2^31 - 1; got {N}")
     if query is None:  # data checks, one pass each (check_features made them for the features)
         for name, t in (("q_g", q_g), ("q_q", q_q), ("g_g", g_g)):
-            ops._check_finite(name, t)
+            checks.check_finite(name, t)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def _finish_dense(q: Tensor, gid: Tensor, t: Tensor, orig: Tensor, a: int, lam: 
     """
     B, G = orig.shape
     dev = orig.device
-    o_sorted, order = ops.dense_topk(orig, G, False, False, 0)  # (o, id) ascending
+    o_sorted, order = ops.dense_topk(orig, k=G, largest=False, exclude_self=False, row_offset=0)  # (o, id) ascending
     f_sorted = (1.0 - lam) + lam * o_sorted.to(torch.float64)
     pos_of = torch.empty_like(order).scatter_(1, order, torch.arange(G, device=dev).expand(B, G))
     r = q - a
@@ -448,12 +449,12 @@ def k_reciprocal(q_g: Tensor, q_q: Tensor, g_g: Tensor, *, k1: int = 20, k2: int
         D = rows_of(r0, r1)
         m[r0:r1] = D.amax(dim=1)
         _check_row_max(m[r0:r1])
-        v, i = ops.dense_topk(D, K, False, False, 0)
+        v, i = ops.dense_topk(D, k=K, largest=False, exclude_self=False, row_offset=0)
         nbr[r0:r1] = i
         dist[r0:r1] = _normalise(v, m[r0:r1])
         if k is not None and r0 < Q:
             b = min(r1, Q) - r0
-            v, i = ops.dense_topk(D[:b, Q:], k_list, False, False, 0)
+            v, i = ops.dense_topk(D[:b, Q:], k=k_list, largest=False, exclude_self=False, row_offset=0)
             top_ids[r0:r0 + b] = i
             top_orig[r0:r0 + b] = _normalise(v, m[r0:r0 + b])
         del D
@@ -528,15 +529,18 @@ def k_reciprocal_features(query: Tensor, gallery: Tensor, *, metric: str = "l2",
     dist = torch.zeros((N, K), dtype=torch.float32, device=dev)
     nbr[:, 0] = torch.arange(N, device=dev)
     if K > 1:
-        v, i = ops.knn_topk(x, x, K - 1, "l2sq", False, True, 0, "fp32")  # D(i, i) = 0 first, then the others
+        v, i = ops.knn_topk(x, x, k=K - 1, metric="l2sq", largest=False, exclude_self=True, row_offset=0,
+                            precision="fp32")  # D(i, i) = 0 first, then the others
         nbr[:, 1:], dist[:, 1:] = i, v
     if N > 1:
-        m = ops.knn_topk(x, x, 1, "l2sq", True, True, 0, "fp32")[0][:, 0].clamp_min(0.0)
+        m = ops.knn_topk(x, x, k=1, metric="l2sq", largest=True, exclude_self=True, row_offset=0,
+                         precision="fp32")[0][:, 0].clamp_min(0.0)
     else:
         m = torch.zeros(N, dtype=torch.float32, device=dev)
     _check_row_max(m)
     dist = _normalise(dist, m)
-    top_v, top_ids = ops.knn_topk(x[:Q], x[Q:], _list_length(k, G), "l2sq", False, False, 0, "fp32")
+    top_v, top_ids = ops.knn_topk(x[:Q], x[Q:], k=_list_length(k, G), metric="l2sq", largest=False,
+                                  exclude_self=False, row_offset=0, precision="fp32")
     top_orig = _normalise(top_v, m[:Q])
 
     def pair(r: Tensor, c: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .. import _checks as checks
 from .. import ops
 from ._checks import check_features, check_real, unit_rows
 
@@ -27,9 +28,9 @@ __all__ = ["aqe", "alpha_qe"]
 def _validate_query_expansion(query: Tensor, gallery: Tensor, top: int, alpha: float, k: int) -> None:
     check_features(query, gallery)
     G = gallery.shape[0]
-    ops._check_int("top", top, 1, G, " (the gallery size)")
+    checks.check_int("top", top, 1, G, " (the gallery size)")
     check_real("alpha", alpha, 0.0)
-    ops._check_int("k", k, 1, G, " (the gallery size)")
+    checks.check_int("k", k, 1, G, " (the gallery size)")
 
 
 def expand(x: Tensor, y: Tensor, ids: Tensor, alpha: float) -> Tensor:
@@ -48,7 +49,8 @@ def expand(x: Tensor, y: Tensor, ids: Tensor, alpha: float) -> Tensor:
 
 
 def _search(q: Tensor, gallery: Tensor, k: int) -> Tuple[Tensor, Tensor]:
-    return ops.knn_topk(q, gallery.to(q.dtype), k, "ip", True, False, 0, "fp32")
+    return ops.knn_topk(q, gallery.to(q.dtype), k=k, metric="ip", largest=True, exclude_self=False, row_offset=0,
+                        precision="fp32")
 
 
 def alpha_qe(query: Tensor, gallery: Tensor, *, top: int = 10, alpha: float = 3.0, k: int = 100,
@@ -77,7 +79,7 @@ def alpha_qe(query: Tensor, gallery: Tensor, *, top: int = 10, alpha: float = 3.
         torch.Size([2, 4])
     """
     _validate_query_expansion(query, gallery, top, alpha, k)
-    ops._check_int("batch_size", batch_size, 1)
+    checks.check_int("batch_size", batch_size, 1)
     g32 = gallery.to(torch.float32)
     values = torch.empty((query.shape[0], k), dtype=torch.float32, device=query.device)
     indices = torch.empty((query.shape[0], k), dtype=torch.int64, device=query.device)

@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .. import _checks as checks
 from .. import ops
 from ._checks import check_candidates, check_features, check_real
 from .ecn import sort_rows
@@ -38,12 +39,12 @@ def _validate_superglobal(query: Tensor, gallery: Tensor, candidates: Optional[T
     check_features(query, gallery)
     Q, G = query.shape[0], gallery.shape[0]
     check_candidates(candidates, Q, G, query.device)
-    ops._check_int("M", M, 1, G if candidates is None else None, " (the gallery size)" if candidates is None else "")
-    ops._check_int("K", K, 0)
+    checks.check_int("M", M, 1, G if candidates is None else None, " (the gallery size)" if candidates is None else "")
+    checks.check_int("K", K, 0)
     check_real("beta", beta, 0.0)
     m = M if candidates is None else min(M, candidates.shape[1])
     if k is not None:
-        ops._check_int("k", k, 1, m, " (the shortlist length min(M, L))")
+        checks.check_int("k", k, 1, m, " (the shortlist length min(M, L))")
     return m
 
 
@@ -80,8 +81,8 @@ def superglobal(query: Tensor, gallery: Tensor, *, candidates: Optional[Tensor] 
     dev = query.device
     x = gallery.to(torch.float32).to(torch.float64)
     if candidates is None:
-        candidates = ops.knn_topk(query.to(torch.float32), gallery.to(torch.float32), M, "ip", True, False, 0,
-                                  "fp32")[1]
+        candidates = ops.knn_topk(query.to(torch.float32), gallery.to(torch.float32), k=M, metric="ip", largest=True,
+                                  exclude_self=False, row_offset=0, precision="fp32")[1]
     cand = candidates.long()
     k_out = m if k is None else k
     K1 = min(K + 1, m)

@@ -22,7 +22,7 @@ __all__ = ["dense_topk_triton", "DENSE_CONFIG", "MAX_K"]
 #: GPU tile shape: 32 rows x 128 columns per tile, 8 warps (programs per SM: from the compiled kernel).
 DENSE_CONFIG = SelectConfig(block_m=32, block_n=128, num_warps=8, num_stages=2)
 #: largest k the on-chip merge supports (the caller falls back above it)
-MAX_K = 4096
+from .._checks import TRITON_MAX_K as MAX_K  # noqa: E402  (one definition)
 
 
 def dense_config(k: int) -> SelectConfig:
@@ -105,7 +105,7 @@ def dense_topk_triton(
 ) -> Tuple[Tensor, Tensor]:
     """Top-k of every row of ``x``, best first, ties -> smaller column (the contract of ``ops.dense_topk``).
 
-    Arguments are not validated here (``ops._validate_dense_topk`` does it); k <= ``MAX_K``.
+    Arguments are not validated here (``ops.validate_dense_topk`` does it); k <= ``MAX_K``.
 
     Args:
         x: (R, C) float16/bfloat16/float32/float64, unit stride along columns.

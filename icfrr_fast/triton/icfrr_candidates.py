@@ -24,7 +24,7 @@ from ._pair_sort import SENTINEL, rank_key, rank_key_value, sort_pairs
 __all__ = ["icfrr_candidates_triton", "MAX_DEPTH"]
 
 #: largest candidate depth L whose state fits in one program's registers (L keys, payloads and slot values)
-MAX_DEPTH = 4096
+from .._checks import TRITON_MAX_DEPTH as MAX_DEPTH  # noqa: E402  (one definition)
 _SHIFT = tl.constexpr(40)  # vote.h VotePacking<uint64_t>: count << 40 | rank sum
 _ONE_VOTE = tl.constexpr(1 << 40)
 _RANK_MASK = tl.constexpr((1 << 40) - 1)
@@ -222,7 +222,7 @@ def icfrr_candidates_triton(
     alloc: Callable[..., Tensor] = empty,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """All ICFRR iterations over (Q, L) candidate lists (the contract of ``ops.icfrr_candidates``), one program per
-    query at a time. Arguments are validated by ``ops._validate_icfrr_candidates``; L <= ``MAX_DEPTH``.
+    query at a time. Arguments are validated by ``ops.validate_icfrr_candidates``; L <= ``MAX_DEPTH``.
 
     Args:
         scores: (Q, L) float32/float64 scores of the candidates (distances with ``largest=False``), unit column

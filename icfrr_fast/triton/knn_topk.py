@@ -23,7 +23,7 @@ __all__ = ["knn_topk_triton", "KNN_CONFIGS", "METRICS", "MAX_K"]
 
 METRICS = ("ip", "cosine", "l2", "l2sq")  # kernel METRIC codes 0..3, as ops.KNN_METRICS
 #: largest k the on-chip merge supports (the caller falls back above it)
-MAX_K = 4096
+from .._checks import TRITON_MAX_K as MAX_K  # noqa: E402  (one definition)
 #: GPU tile shapes by input dtype: 16-bit inputs use 128 x 128 tiles on 8 warps (two warpgroups for Hopper's wgmma),
 #: as many persistent programs as fit on an SM (``_launch.persistent_programs``), all of them sweeping y in the same
 #: order so y tiles are shared through L2.
