@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from icfrr_fast._io import atomic_save, load_tensor_file
+from icfrr_fast.io import atomic_save, load_tensor_file
 
 __all__ = ["extract_features", "save_feature_cache", "load_feature_cache", "FEATURES_FORMAT"]
 
