@@ -236,7 +236,8 @@ class EfficientNetLite0:
 
 
 class FeatureCache:
-    """Features on disk, one file per (model, weights, images, preprocessing) key, written atomically.
+    """Features on disk, one file per (model, weights, images, preprocessing) key, written atomically: feature cache
+    files of ``icfrr_fast.training.extraction`` holding ``{"key", "features"}``.
 
     Args:
         directory: cache folder (created on first write); None disables caching.
@@ -254,18 +255,21 @@ class FeatureCache:
         Returns:
             (features (N, dim) float32, hit: bool).
         """
+        from icfrr_fast.training.extraction import load_feature_cache, save_feature_cache
+
         key = backbone.cache_key(images)
         path = self.path(key)
         if path is not None and path.is_file():
             try:
-                d = io.load_tensor_file(path)
-                if isinstance(d, dict) and d.get("key") == key and d["features"].shape == (len(images), backbone.dim):
-                    return d["features"], True
+                d = load_feature_cache(path)
+                f = d.get("features")
+                if d.get("key") == key and isinstance(f, Tensor) and f.shape == (len(images), backbone.dim):
+                    return f, True
             except ValueError:
-                pass  # unreadable cache entry: recompute and overwrite it
+                pass  # unreadable or foreign cache entry: recompute and overwrite it
         feats = backbone.embed(images, progress=progress)
         if path is not None:
-            io.atomic_save({"key": key, "features": feats}, path)
+            save_feature_cache(path, key=key, features=feats)
         return feats, False
 
     def embed_rows(self, backbone: EfficientNetLite0, images: np.ndarray, rows: np.ndarray, *,
