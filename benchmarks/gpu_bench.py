@@ -252,9 +252,13 @@ def _same(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def run_checks(device: torch.device, smoke: bool) -> List[str]:
-    """Every GPU kernel against the CPU op (C++), identical results; returns the names of the checks passed."""
+    """Every Triton kernel (its launcher, as the CUDA kernels call it; on CPU tensors with --smoke) against the CPU
+    op (C++), identical results; returns the names of the checks passed."""
     from icfrr_fast import ops, reference
+    from icfrr_fast.triton.dense_topk import dense_topk_triton
     from icfrr_fast.triton.icfrr_candidates import icfrr_candidates_triton
+    from icfrr_fast.triton.icfrr_rerank import icfrr_rerank_triton
+    from icfrr_fast.triton.knn_topk import knn_topk_triton
 
     gen = torch.Generator().manual_seed(0)
     passed = []
@@ -264,20 +268,20 @@ def run_checks(device: torch.device, smoke: bool) -> List[str]:
     for metric in ("ip", "l2", "l2sq"):
         for precision in ("fp32", "bf16"):
             args = (K, metric, metric == "ip", False, 0, precision)
-            v, i = ops._knn_topk_cuda(x.to(device), y.to(device), *args)  # the registered CUDA kernel
+            v, i = knn_topk_triton(x.to(device), y.to(device), *args)
             rv, ri = ops.knn_topk(x, y, *args)  # the CPU op
             _same(f"knn_topk {metric} {precision} ids", i, ri)
             _same(f"knn_topk {metric} {precision} values", v, rv)
             passed.append(f"knn_topk/{metric}/{precision}")
     args = (K, "l2", False, True, 0, "bf16")
-    v, i = ops._knn_topk_cuda(y.to(device), y.to(device), *args)
+    v, i = knn_topk_triton(y.to(device), y.to(device), *args)
     _same("knn_topk exclude_self ids", i, ops.knn_topk(y, y, *args)[1])
     passed.append("knn_topk/exclude_self")
 
     R, C, k = (6, 70, 9) if smoke else (256, 20000, 300)
     s = torch.randn(R, C, generator=gen)
-    for largest in (True, False):  # the registered CUDA kernels, called directly (on CPU tensors with --smoke)
-        got = ops._dense_topk_cuda(s.to(device), k, largest, False, 0)
+    for largest in (True, False):
+        got = dense_topk_triton(s.to(device), k, largest, False, 0)
         want = ops.dense_topk(s, k, largest, False, 0)
         _same("dense_topk ids", got[1], want[1])
         _same("dense_topk values", got[0], want[0])
@@ -289,7 +293,7 @@ def run_checks(device: torch.device, smoke: bool) -> List[str]:
     nbr = reference.dense_topk(torch.cdist(g, g), Kg, largest=False, exclude_self=True)[1].to(torch.int32)
     for semantics in ("reference", "paper"):
         args = (10, 0.5, 5, semantics, True, L, L // 2, True, semantics == "paper")
-        got = ops._icfrr_rerank_cuda(scores.to(device), nbr.to(device), *args)
+        got = icfrr_rerank_triton(scores.to(device), nbr.to(device), *args)
         want = ops.icfrr_rerank(scores, nbr, *args)
         for part, a, b in zip(("values", "indices", "history"), got, want):
             _same(f"icfrr_rerank {semantics} {part}", a, b)

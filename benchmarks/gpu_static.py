@@ -36,7 +36,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # triton_compile_check, also under PYTHONSAFEPATH
+_TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+sys.path.insert(0, _TOOLS)  # tools/triton_compile_check.py, also under PYTHONSAFEPATH
 
 import triton_compile_check as cc  # noqa: E402
 

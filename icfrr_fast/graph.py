@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _io, ops
+from . import io, ops
 from . import _checks as checks
 from .knn import as_tensor, default_batch_rows, default_largest, knn_into
 
@@ -258,17 +258,17 @@ class GalleryGraph:
     # -- persistence --------------------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Save atomically (torch file holding only tensors and plain values)."""
-        _io.atomic_save({"format": "icfrr_fast.GalleryGraph/1", "neighbors": self.neighbors.cpu(),
+        io.atomic_save({"format": "icfrr_fast.GalleryGraph/1", "neighbors": self.neighbors.cpu(),
                          "values": None if self.values is None else self.values.cpu(),
                          "largest": self.largest}, path)
 
     @classmethod
     def load(cls, path, device="cpu") -> "GalleryGraph":
         """Load a graph written by :meth:`save` (``weights_only=True``: nothing in the file can run code)."""
-        d = _io.load_tensor_file(path)
+        d = io.load_tensor_file(path)
         if not isinstance(d, dict) or d.get("format") != "icfrr_fast.GalleryGraph/1":
             raise ValueError(f"{path}: not a GalleryGraph file (expected format 'icfrr_fast.GalleryGraph/1')")
-        _io.check_fields(path, d, {"neighbors": Tensor, "values": (Tensor, type(None)), "largest": bool})
+        io.check_fields(path, d, {"neighbors": Tensor, "values": (Tensor, type(None)), "largest": bool})
         try:
             g = cls(d["neighbors"], d["values"], largest=d["largest"])
         except (ValueError, TypeError) as e:

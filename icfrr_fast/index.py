@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _io, ops
+from . import io, ops
 from . import _checks as checks
 from .graph import GalleryGraph
 from .knn import as_tensor, default_batch_rows, default_largest, knn_into
@@ -82,7 +82,7 @@ class ICFRRIndex:
 
     def save(self, path) -> None:
         """Save features, graph and settings atomically (a torch file of tensors and plain values only)."""
-        _io.atomic_save({"format": self.FORMAT, "features": self.features, "neighbors": self.graph.neighbors,
+        io.atomic_save({"format": self.FORMAT, "features": self.features, "neighbors": self.graph.neighbors,
                          "values": self.graph.values, "metric": self.metric, "precision": self.precision}, path)
 
     @classmethod
@@ -92,10 +92,10 @@ class ICFRRIndex:
         Raises:
             ValueError: not an ICFRRIndex file, or inconsistent contents (checked like any user input).
         """
-        d = _io.load_tensor_file(path)
+        d = io.load_tensor_file(path)
         if not isinstance(d, dict) or d.get("format") != cls.FORMAT:
             raise ValueError(f"{path}: not an ICFRRIndex file (expected format {cls.FORMAT!r})")
-        _io.check_fields(path, d, {"features": Tensor, "neighbors": Tensor, "values": (Tensor, type(None)),
+        io.check_fields(path, d, {"features": Tensor, "neighbors": Tensor, "values": (Tensor, type(None)),
                                    "metric": str, "precision": str})
         metric, precision = d["metric"], d["precision"]
         if metric not in INDEX_METRICS or precision not in ops.KNN_PRECISIONS:

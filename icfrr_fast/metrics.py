@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["evaluate", "evaluate_history", "average_precision", "relevance"]
+__all__ = ["evaluate", "evaluate_history", "IterationMetrics", "average_precision", "relevance"]
 
 AP_VARIANTS = ("non_interpolated", "voc")
 AT_K_VARIANTS = ("retrieved", "min_k_pos")
@@ -194,6 +194,64 @@ def evaluate_history(history: Tensor, query_labels: Tensor, gallery_labels: Tens
     if not isinstance(history, Tensor) or history.dim() != 3:
         raise ValueError("history must be a (Q, T + 1, n) tensor (icfrr(..., return_history=True).history)")
     return [evaluate(history[:, t], query_labels, gallery_labels, **kwargs) for t in range(history.shape[1])]
+
+
+class IterationMetrics:
+    """Per-iteration means of :func:`evaluate`'s metrics over an ICFRR history that arrives in query chunks.
+
+    Each chunk's histories (chunk, T + 1, n) are scored with :func:`evaluate_history`; a metric's mean over all
+    chunks is ``sum_c m_c * n_c / sum_c n_c`` with ``m_c`` the chunk's mean over its ``n_c`` counted queries (those
+    with a positive in the gallery), so it equals the mean over all queries at once. Only one chunk's history is
+    held at a time.
+
+    Args:
+        gallery_labels: (G,) int class labels of the gallery.
+        **evaluate_kwargs: ``map_at``, ``precision_at``, ``ap``, ``at_k``, ``chunk_size`` of :func:`evaluate`.
+
+    Attributes:
+        queries: queries counted so far (with a positive in the gallery).
+        queries_without_positive: queries excluded so far.
+
+    Example:
+        >>> import torch
+        >>> acc = IterationMetrics(torch.tensor([1, 0, 1]), map_at=(2,), precision_at=(2,))
+        >>> acc.update(torch.tensor([[[0, 1, 2], [0, 2, 1]]]), torch.tensor([1]))  # one query, T = 1
+        >>> acc.update(torch.tensor([[[1, 0, 2], [1, 0, 2]]]), torch.tensor([0]))
+        >>> [round(m["mAP@all"], 4) for m in acc.compute()], acc.queries
+        ([0.9167, 1.0], 2)
+    """
+
+    def __init__(self, gallery_labels: Tensor, **evaluate_kwargs) -> None:
+        self.gallery_labels = gallery_labels
+        self.evaluate_kwargs = evaluate_kwargs
+        self._sums: List[Dict[str, float]] = []
+        self.queries = 0
+        self.queries_without_positive = 0
+
+    def update(self, history: Tensor, query_labels: Tensor) -> None:
+        """Add a chunk: ``history`` (chunk, T + 1, n) int gallery ids, ``query_labels`` (chunk,) int.
+
+        Raises:
+            ValueError: a different number of iterations than the chunks before, or what :func:`evaluate` raises.
+        """
+        per_iter = evaluate_history(history, query_labels, self.gallery_labels, **self.evaluate_kwargs)
+        if self._sums and len(per_iter) != len(self._sums):
+            raise ValueError(f"history has {len(per_iter)} iterations (T + 1); earlier chunks had {len(self._sums)}")
+        n = per_iter[0]["queries"]
+        for t, m in enumerate(per_iter):
+            if len(self._sums) <= t:
+                self._sums.append({key: 0.0 for key in m if key.startswith(("mAP", "P@"))})
+            if n:  # a chunk without counted queries has NaN means and adds nothing
+                for key in self._sums[t]:
+                    self._sums[t][key] += m[key] * n
+        self.queries += n
+        self.queries_without_positive += per_iter[0]["queries_without_positive"]
+
+    def compute(self) -> List[Dict[str, float]]:
+        """Element t: ``{"mAP@all", "mAP@K", "P@K": mean over the counted queries}`` after iteration t (0 = initial);
+        NaN where no query was counted; ``[]`` before any chunk."""
+        return [{key: (v / self.queries if self.queries else float("nan")) for key, v in s.items()}
+                for s in self._sums]
 
 
 # ------------------------------------------------------------------------------------------------------------------

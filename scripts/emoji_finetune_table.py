@@ -2,7 +2,7 @@
 
     python scripts/emoji_finetune_table.py runs/emoji/s0 runs/emoji/s1 runs/emoji/s2 [--data-root runs/emoji/data]
 
-For each run folder (``icfrr-fast train --config training/configs/emoji.yaml --train.seed N --train.output_dir
+For each run folder (``icfrr-fast train --config icfrr_fast/training/configs/emoji.yaml --train.seed N --train.output_dir
 DIR``) the features of ``last.pth`` (the final weights; ``best.pth`` is chosen on the validation classes, so it is
 not used for reporting) and of the frozen ImageNet network (the run's input size and the demo's 128 px) are extracted
 with ``icfrr-fast features`` (cached beside the runs) and ranked with the package's fused ops: mAP@all (and mAP@200,
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from icfrr_fast import cli
-from icfrr_fast._io import load_tensor_file
+from icfrr_fast.io import load_tensor_file
 from icfrr_fast.demo.emoji import load_emoji
 from icfrr_fast.training.extraction import load_feature_cache
 from icfrr_fast.training.validation import retrieval_metrics
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="training output folders (with last.pth)")
     ap.add_argument("--data-root", default="runs/emoji/data", help="data.root of the runs (default: %(default)s)")
-    ap.add_argument("--config", default="training/configs/emoji.yaml", help="the runs' configuration")
+    ap.add_argument("--config", default="icfrr_fast/training/configs/emoji.yaml", help="the runs' configuration")
     ap.add_argument("--json", type=Path, default=None, help="where to write the numbers")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)

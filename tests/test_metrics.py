@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from icfrr_fast.metrics import average_precision, evaluate, evaluate_history
+from icfrr_fast.metrics import IterationMetrics, average_precision, evaluate, evaluate_history
 
 
 def _random_case(Q=30, G=80, classes=5, seed=0):
@@ -88,6 +90,36 @@ def test_history():
     h = torch.stack([ranking, ranking.flip(1)], dim=1)
     out = evaluate_history(h, ql, gl)
     assert out[0] == evaluate(ranking, ql, gl) and out[1] == evaluate(ranking.flip(1), ql, gl)
+
+
+def test_iteration_metrics_over_chunks_equal_the_whole_history():
+    ql, gl, _, ranking = _random_case(Q=23, seed=3)
+    ql[4:9] = int(gl.max()) + 1  # queries without a positive; the chunk [4, 8) has none counted
+    h = torch.stack([ranking, ranking.flip(1), ranking.roll(1, dims=1)], dim=1)
+    kw = dict(map_at=(3,), precision_at=(2, 5))
+    whole = evaluate_history(h, ql, gl, **kw)
+    acc = IterationMetrics(gl, **kw)
+    assert acc.compute() == []
+    for lo, hi in ((0, 4), (4, 8), (8, 9), (9, 23)):
+        acc.update(h[lo:hi], ql[lo:hi])
+    got = acc.compute()
+    assert (acc.queries, acc.queries_without_positive) == (whole[0]["queries"], whole[0]["queries_without_positive"])
+    assert acc.queries_without_positive == 5
+    assert len(got) == 3
+    for g, w in zip(got, whole):
+        assert g.keys() == {"mAP@all", "mAP@3", "P@2", "P@5"}
+        assert all(g[k] == pytest.approx(w[k], abs=1e-12) for k in g)
+    assert got[0] != got[1]
+    with pytest.raises(ValueError, match="earlier chunks had 3"):
+        acc.update(h[:2, :2], ql[:2])
+
+
+def test_iteration_metrics_without_counted_queries_are_nan():
+    ql, gl, _, ranking = _random_case(Q=3, seed=4)
+    acc = IterationMetrics(gl)
+    acc.update(ranking[:, None], torch.full_like(ql, int(gl.max()) + 1))
+    (m,) = acc.compute()
+    assert acc.queries == 0 and acc.queries_without_positive == 3 and all(math.isnan(v) for v in m.values())
 
 
 BAD = [

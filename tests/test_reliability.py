@@ -421,24 +421,24 @@ def test_cli_errors_are_one_line_without_traceback(cache, capsys):
 
 
 def test_npy_files_truncated_or_big_endian(tmp_path):
-    from icfrr_fast import _io
+    from icfrr_fast import io
 
     a = np.arange(12, dtype=">f4").reshape(3, 4)
     np.save(tmp_path / "be.npy", a)
-    assert torch.equal(_io.load_tensor_file(tmp_path / "be.npy"), torch.arange(12, dtype=torch.float32).view(3, 4))
+    assert torch.equal(io.load_tensor_file(tmp_path / "be.npy"), torch.arange(12, dtype=torch.float32).view(3, 4))
     np.save(tmp_path / "ok.npy", np.ones((100, 100), dtype=np.float32))
     raw = (tmp_path / "ok.npy").read_bytes()
     (tmp_path / "cut.npy").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match="not a readable .npy file") as e:
-        _io.load_tensor_file(tmp_path / "cut.npy")
+        io.load_tensor_file(tmp_path / "cut.npy")
     assert "object arrays" not in str(e.value)
     (tmp_path / "junk.pth").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match="not a readable torch file"):
-        _io.load_tensor_file(tmp_path / "junk.pth")
+        io.load_tensor_file(tmp_path / "junk.pth")
 
 
 def test_atomic_write_never_touches_the_umask_and_keeps_permissions(tmp_path, monkeypatch):
-    from icfrr_fast import _io
+    from icfrr_fast import io
 
     target = tmp_path / "out.pth"
     target.write_bytes(b"old")
@@ -448,9 +448,9 @@ def test_atomic_write_never_touches_the_umask_and_keeps_permissions(tmp_path, mo
         raise AssertionError("os.umask changes the whole process's umask (a race with other threads)")
 
     monkeypatch.setattr(os, "umask", no_umask)
-    _io.atomic_save({"x": torch.ones(2)}, target)
+    io.atomic_save({"x": torch.ones(2)}, target)
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
-    _io.atomic_save({"x": torch.ones(2)}, tmp_path / "new.pth")
+    io.atomic_save({"x": torch.ones(2)}, tmp_path / "new.pth")
     assert torch.load(tmp_path / "new.pth", weights_only=True)["x"].shape == (2,)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

@@ -1,6 +1,6 @@
 """What only a GPU compiler can show, checked without a GPU: the ICFRR Triton kernel compiles for sm_90 and its
 float64 key arithmetic has no fused multiply-add (it must round as ``base + beta * delta``, vote.h) and uses the
-correctly rounded division. Runs benchmarks/triton_compile_check.py in a subprocess (the interpreter, which
+correctly rounded division. Runs tools/triton_compile_check.py in a subprocess (the interpreter, which
 conftest.py turns on for this process, cannot compile)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "triton_compile_check.py"
+_SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "triton_compile_check.py"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

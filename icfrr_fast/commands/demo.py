@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the size it was trained at)")
     p.add_argument("--checkpoint", type=Path, default=None, metavar="PTH",
                    help="fine-tuned EfficientNet-Lite0 from a training run (icfrr-fast train --config "
-                        "training/configs/emoji.yaml: last.pth / best.pth); the report then sets its features "
+                        "icfrr_fast/training/configs/emoji.yaml: last.pth / best.pth); the report then sets its features "
                         "side by side with the ImageNet features, each before and after ICFRR")
     p.add_argument("--report-queries", type=int, default=6, help="queries shown in the report (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of the fast path (default: %(default)s)")

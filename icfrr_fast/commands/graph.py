@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .. import _io, _native
+from .. import _native, io
 from ..graph import GalleryGraph
 from ..ops import KNN_METRICS, KNN_PRECISIONS
 
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         _native.set_num_threads(args.threads)
-    g = _io.load_tensor_file(args.features)
+    g = io.load_tensor_file(args.features)
     if not isinstance(g, torch.Tensor):
         raise ValueError(f"{args.features}: expected a (G, D) tensor; got {type(g).__name__}")
     out = args.out if args.out is not None else args.features.parent / "gallery_graph.pth"

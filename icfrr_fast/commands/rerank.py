@@ -17,13 +17,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 import torch
 
-from .. import _io, _native
+from .. import _native, io
 from ..graph import GalleryGraph
-from ..metrics import evaluate
+from ..metrics import IterationMetrics
 from ..rerank import icfrr
 from .._checks import check_k_g
 
@@ -68,7 +68,7 @@ def _resolve(args: argparse.Namespace, attr: str, default_name: str, required: b
 
 
 def _matrix(path: Path, name: str) -> torch.Tensor:
-    t = _io.load_tensor_file(path)
+    t = io.load_tensor_file(path)
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{path}: expected a tensor ({name}); got {type(t).__name__}")
     return t
@@ -86,7 +86,7 @@ def _label_vector(t, where: str) -> torch.Tensor:
 def _load_labels(args: argparse.Namespace):
     labels_path = _resolve(args, "labels", "labels.pth", required=False)
     if labels_path is not None:
-        d = _io.load_tensor_file(labels_path)
+        d = io.load_tensor_file(labels_path)
         if not isinstance(d, dict) or "query" not in d or "gallery" not in d:
             raise ValueError(f"{labels_path}: expected a dict with int tensors 'query' and 'gallery'")
         return (_label_vector(d["query"], f"{labels_path}['query']"),
@@ -154,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
     if want_metrics:  # each query's rankings after every iteration: (T + 1) L int64 (+ values and indices)
         chunk = max(1, min(chunk, HISTORY_BUDGET_BYTES // ((args.iters + 3) * L * 8)))
     indices, values = [], []
-    sums: List[Dict[str, float]] = []
-    counted = [0] * (args.iters + 1)
+    accumulated = IterationMetrics(labels[1], map_at=tuple(args.map_at), precision_at=tuple(args.precision_at)) \
+        if want_metrics else None
     bar = _progress(Q, not args.no_progress and sys.stderr.isatty())
     t0 = time.perf_counter()
     for start in range(0, Q, chunk):
@@ -168,15 +168,7 @@ def run(args: argparse.Namespace) -> int:
         indices.append(res.indices[:, :k_out].clone())
         values.append(res.values[:, :k_out].clone())
         if want_metrics:
-            for t in range(args.iters + 1):
-                m = evaluate(res.history[:, t], labels[0][start:stop], labels[1], map_at=tuple(args.map_at),
-                             precision_at=tuple(args.precision_at))
-                n = m["queries"]
-                if len(sums) <= t:
-                    sums.append({key: 0.0 for key in m if key.startswith(("mAP", "P@"))})
-                for key in sums[t]:
-                    sums[t][key] += m[key] * n if n else 0.0
-                counted[t] += n
+            accumulated.update(res.history, labels[0][start:stop])
         del res
         if bar is not None:
             bar.update(stop - start)
@@ -184,20 +176,19 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     t_rerank = time.perf_counter() - t0
 
-    metrics = [{key: v / counted[t] if counted[t] else float("nan") for key, v in s.items()}
-               for t, s in enumerate(sums)]
+    metrics = accumulated.compute() if want_metrics else []
     print(f"graph: G={G}, k_g={args.k_g} in {t_graph:.2f} s; ICFRR: Q={Q}, T={args.iters} in {t_rerank:.2f} s")
     if metrics:
         names = list(metrics[0])
         print("iter  " + "  ".join(f"{n:>9}" for n in names))
         for t, m in enumerate(metrics):
             print(f"{t:>4}  " + "  ".join(f"{m[n]:9.4f}" for n in names))
-        excluded = Q - counted[0]
+        excluded = accumulated.queries_without_positive
         if excluded:
             print(f"({excluded} queries without a positive in the gallery were excluded)")
     out = args.out if args.out is not None else (args.cache_dir or Path(".")) / "icfrr_rankings.pth"
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "command"}
-    _io.atomic_save({"indices": torch.cat(indices) if indices else torch.empty(0, k_out, dtype=torch.int64),
+    io.atomic_save({"indices": torch.cat(indices) if indices else torch.empty(0, k_out, dtype=torch.int64),
                      "values": torch.cat(values) if values else torch.empty(0, k_out, dtype=qg.dtype),
                      "metrics": metrics, "settings": settings}, out)
     print(f"saved {out}")

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import Tensor
 
-from .. import _io, _native, rerankers
+from .. import _native, io, rerankers
 from ..index import ICFRRIndex
 from ..knn import knn
 from ..metrics import evaluate
@@ -99,18 +99,18 @@ def ranker(method: str, query: Tensor, gallery: Tensor, k: int) -> Callable[[Dic
 
 def _load(args: argparse.Namespace) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     if args.cache is not None:
-        d = _io.load_tensor_file(args.cache)
+        d = io.load_tensor_file(args.cache)
         need = ("query", "query_labels", "gallery", "gallery_labels")
         if not isinstance(d, dict) or any(n not in d for n in need):
             raise ValueError(f"{args.cache}: expected a feature cache dict with {need}")
         return tuple(torch.as_tensor(d[n]) for n in need)
     if args.query is None or args.gallery is None or args.labels is None:
         raise ValueError("give a feature CACHE, or --query, --gallery and --labels")
-    labels = _io.load_tensor_file(args.labels)
+    labels = io.load_tensor_file(args.labels)
     if not isinstance(labels, dict) or "query" not in labels or "gallery" not in labels:
         raise ValueError(f"{args.labels}: expected a dict with int tensors 'query' and 'gallery'")
-    return (torch.as_tensor(_io.load_tensor_file(args.query)), torch.as_tensor(labels["query"]),
-            torch.as_tensor(_io.load_tensor_file(args.gallery)), torch.as_tensor(labels["gallery"]))
+    return (torch.as_tensor(io.load_tensor_file(args.query)), torch.as_tensor(labels["query"]),
+            torch.as_tensor(io.load_tensor_file(args.gallery)), torch.as_tensor(labels["gallery"]))
 
 
 def tune(query: Tensor, query_labels: Tensor, gallery: Tensor, gallery_labels: Tensor, *, methods: List[str],

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import _io
+from .. import io
 
 __all__ = ["EfficientNetLite0", "FeatureCache", "default_cache_dir", "load_efficientnet_lite0", "checkpoint_input_size",
            "PREPROCESS_VERSION"]
@@ -63,14 +63,14 @@ def array_fingerprint(images: np.ndarray) -> str:
 
 
 def _is_training_checkpoint(path: Path) -> bool:
-    obj = _io.load_tensor_file(path)
+    obj = io.load_tensor_file(path)
     return isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "config" in obj
 
 
 def _lite0_state(path: Path) -> dict:
     """The EfficientNet-Lite0 state dict in ``path``: a plain state dict, or a training checkpoint of
     ``icfrr_fast.training`` (``{"model": {"backbone.net.<name>": tensor, ...}}``), whose backbone is taken."""
-    state = _io.load_tensor_file(path)
+    state = io.load_tensor_file(path)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if isinstance(state, dict) and any(str(k).startswith("backbone.net.") for k in state):
@@ -83,7 +83,7 @@ def _lite0_state(path: Path) -> dict:
 def checkpoint_input_size(path: Union[str, Path], default: int = 128) -> int:
     """The input side a training checkpoint of ``icfrr_fast.training`` was trained at (``model.img_size`` of its
     configuration), else ``default``."""
-    ck = _io.load_tensor_file(path)
+    ck = io.load_tensor_file(path)
     size = ((ck.get("config") or {}).get("model") or {}).get("img_size") if isinstance(ck, dict) else None
     return int(size) if size else default
 
@@ -236,7 +236,8 @@ class EfficientNetLite0:
 
 
 class FeatureCache:
-    """Features on disk, one file per (model, weights, images, preprocessing) key, written atomically.
+    """Features on disk, one file per (model, weights, images, preprocessing) key, written atomically: feature cache
+    files of ``icfrr_fast.training.extraction`` holding ``{"key", "features"}``.
 
     Args:
         directory: cache folder (created on first write); None disables caching.
@@ -254,18 +255,21 @@ class FeatureCache:
         Returns:
             (features (N, dim) float32, hit: bool).
         """
+        from icfrr_fast.training.extraction import load_feature_cache, save_feature_cache
+
         key = backbone.cache_key(images)
         path = self.path(key)
         if path is not None and path.is_file():
             try:
-                d = _io.load_tensor_file(path)
-                if isinstance(d, dict) and d.get("key") == key and d["features"].shape == (len(images), backbone.dim):
-                    return d["features"], True
+                d = load_feature_cache(path)
+                f = d.get("features")
+                if d.get("key") == key and isinstance(f, Tensor) and f.shape == (len(images), backbone.dim):
+                    return f, True
             except ValueError:
-                pass  # unreadable cache entry: recompute and overwrite it
+                pass  # unreadable or foreign cache entry: recompute and overwrite it
         feats = backbone.embed(images, progress=progress)
         if path is not None:
-            _io.atomic_save({"key": key, "features": feats}, path)
+            save_feature_cache(path, key=key, features=feats)
         return feats, False
 
     def embed_rows(self, backbone: EfficientNetLite0, images: np.ndarray, rows: np.ndarray, *,

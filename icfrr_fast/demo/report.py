@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .. import _io
+from .. import io
 from .experiment import COMPARED, METHODS, METRIC_NAMES, DemoResult
 
 __all__ = ["format_table", "format_timings", "format_comparison", "format_finetune_comparison", "write_report",
@@ -126,7 +126,7 @@ def _plot_metrics(result: DemoResult, path: Path) -> Dict[str, Dict[str, List[fl
     axes[0].legend(fontsize=8, loc="best")
     fig.suptitle(f"Emoji line art -> colour, {len(result.query_ids)} queries, labels: Unicode {result.config.level}",
                  fontsize=11)
-    _io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return drawn
 
@@ -191,7 +191,7 @@ def _query_figure(result: DemoResult, pos: int, rows: Sequence[str], path: Path)
             _mark(draw, x + CELL - 26, y + PAD + 4, ok)
             draw.text((x, y + PAD + CELL + 4), f"{i + 1}. {str(ds.names[gid])[:17]}", fill=(60, 60, 60), font=small)
         info["rows"][key] = {"gallery": ids, "correct": correct}
-    _io.atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
+    io.atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
     info["file"] = path.name
     info["size"] = [width, height]
     return info
@@ -274,9 +274,9 @@ def write_report(result: DemoResult, out: Path,
     data["figures"] = figures
     if finetune:
         data["finetune_comparison"] = finetune
-    _io.atomic_write(out / "results.json",
+    io.atomic_write(out / "results.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
-    _io.atomic_write(out / "index.html",
+    io.atomic_write(out / "index.html",
                      lambda tmp: Path(tmp).write_text(_html(result, table, timings, figures, finetune),
                                                           encoding="utf-8"))
     return {"html": out / "index.html", "json": out / "results.json", "plot": out / "metrics.png",

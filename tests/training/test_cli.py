@@ -1,16 +1,15 @@
 """``icfrr-fast train`` on the shipped smoke config, end to end; ``icfrr-fast features`` and its cache."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from icfrr_fast.training.checkpoint import load_checkpoint
+from icfrr_fast.training.config import CONFIGS_DIR
 from icfrr_fast.training.extraction import load_feature_cache
 from icfrr_fast.training.run_log import RunLog
 
 from icfrr_fast.cli import main
 
-SMOKE = Path(__file__).resolve().parents[2] / "training" / "configs" / "smoke.yaml"
+SMOKE = CONFIGS_DIR / "smoke.yaml"
 
 
 @pytest.fixture(autouse=True, scope="module")

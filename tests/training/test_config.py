@@ -3,7 +3,8 @@
 import argparse
 
 import pytest
-from icfrr_fast.training.config import Config, add_config_arguments, config_from_args, load_config, save_config
+from icfrr_fast.training.config import (CONFIGS_DIR, Config, add_config_arguments, config_from_args, load_config,
+                                       save_config)
 
 YAML = """
 model: {backbone: icfrr_vit_tiny}
@@ -104,6 +105,20 @@ def test_file_errors(tmp_path):
     (tmp_path / "bad.toml").write_text("[model\n")
     with pytest.raises(ValueError, match="invalid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_shipped_configs_by_name(tmp_path, monkeypatch):
+    # the package carries its configurations (they ship in the wheel); a bare name finds them from any folder
+    assert {p.name for p in CONFIGS_DIR.glob("*.yaml")} >= {"smoke.yaml", "emoji.yaml"}
+    monkeypatch.chdir(tmp_path)
+    for name in ("smoke", "emoji"):
+        want = load_config(CONFIGS_DIR / f"{name}.yaml")
+        assert want and load_config(name) == want and load_config(f"{name}.yaml") == want
+        Config.from_dict(want)
+    with pytest.raises(FileNotFoundError, match=r"shipped configurations: .*smoke"):
+        load_config("no_such_config")
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path / "sub" / "smoke.yaml")  # a path with a folder is never replaced by a shipped file
 
 
 def test_every_field_is_a_flag():

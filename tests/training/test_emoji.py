@@ -1,4 +1,4 @@
-"""The emoji fine-tuning configuration (training/configs/emoji.yaml) in a cut-down form, end to end: the emoji
+"""The emoji fine-tuning configuration (icfrr_fast/training/configs/emoji.yaml) in a cut-down form, end to end: the emoji
 benchmark, EfficientNet-Lite0 in the backbone registry (the demo's network and weights), parameter freezing, the
 validation plot, ``icfrr-fast features`` and ``icfrr-fast demo --checkpoint`` on the fine-tuned weights."""
 
@@ -14,12 +14,13 @@ from icfrr_fast.cli import main
 from icfrr_fast.demo.emoji import load_emoji
 from icfrr_fast.training import Config, create_backbone, load_config
 from icfrr_fast.training.checkpoint import load_checkpoint
+from icfrr_fast.training.config import CONFIGS_DIR
 from icfrr_fast.training.data import build_splits
 from icfrr_fast.training.extraction import load_feature_cache
 from icfrr_fast.training.plots import plot_validation, validation_series
 from icfrr_fast.training.run_log import RunLog
 
-EMOJI = Path(__file__).resolve().parents[2] / "training" / "configs" / "emoji.yaml"
+EMOJI = CONFIGS_DIR / "emoji.yaml"
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -37,7 +37,7 @@ def plot_validation(csv_path: Union[str, Path], out: Union[str, Path], title: st
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from icfrr_fast._io import atomic_write
+    from icfrr_fast.io import atomic_write
 
     series = validation_series(csv_path)
     metrics = sorted({k.partition("/")[2] for k in series if k.startswith("base/")},

@@ -1,6 +1,6 @@
 """Benchmarks of zero-shot / universal cross-domain retrieval -> training, query and gallery image records.
 
-``build_splits(data_cfg)`` returns :class:`RetrievalSplits`. Layouts (details and examples in training/README.md):
+``build_splits(data_cfg)`` returns :class:`RetrievalSplits`. Layouts (details and examples in icfrr_fast/training/README.md):
 
 * ``sketchy_25`` / ``sketchy_21`` (Sketchy-Extended), ``tuberlin_30`` (TU-Berlin-Extended), ``quickdraw``
   (QuickDraw-Extended): the common file lists (``layout: filelist``, default; :mod:`.file_lists`) in a split folder

@@ -3,8 +3,8 @@
 For L2-normalised query features q (Q, D) and gallery features g (G, D), with Euclidean distance (the ICFRR
 paper's setting), queries are processed ``chunk_size`` at a time: each chunk's initial ranking and its ICFRR
 re-rankings after iterations 1..T come from :func:`rerank_and_rank` as a (chunk, T + 1, G) history, which
-``icfrr_fast.metrics.evaluate`` scores; chunk means are combined weighted by their counted queries. The ranking
-and re-ranking go through ``icfrr_fast.ICFRRIndex`` (fused k-NN gallery graph, fused ICFRR): memory is bounded by
+``icfrr_fast.metrics.IterationMetrics`` scores and averages over the chunks (weighted by their counted queries).
+The ranking and re-ranking go through ``icfrr_fast.ICFRRIndex`` (fused k-NN gallery graph, fused ICFRR): memory is bounded by
 chunk x (T + 2) x G; no Q x G or G x G matrix is formed.
 
 Reported keys: ``base/<m>`` (before ICFRR), ``it<t>/<m>`` (after t iterations, t = 1..T) and ``icfrr/<m>`` (after
@@ -18,7 +18,7 @@ from typing import Dict, Iterator, Sequence, Tuple
 from torch import Tensor
 
 import icfrr_fast
-from icfrr_fast.metrics import evaluate as evaluate_ranking
+from icfrr_fast.metrics import IterationMetrics
 
 __all__ = ["rerank_and_rank", "retrieval_metrics"]
 
@@ -70,28 +70,16 @@ def retrieval_metrics(queries: Tensor, query_labels: Tensor, gallery: Tensor, ga
     if G < 2:
         raise ValueError(f"the gallery needs at least 2 items; got {G}")
     k_g, k_q = min(k_g, G - 1), min(k_q, G)
-    sums: Dict[str, float] = {}
-    counted = 0
+    accumulated = IterationMetrics(gallery_labels, map_at=tuple(map_at), precision_at=tuple(precision_at))
     for start, hist in rerank_and_rank(queries, gallery, k_g=k_g, k_q=k_q, beta=beta, iters=iters,
                                        semantics=semantics, chunk_size=chunk_size):
-        ql = query_labels[start:start + hist.shape[0]]
-        n = None
-        for t in range(hist.shape[1]):
-            m = evaluate_ranking(hist[:, t], ql, gallery_labels, map_at=tuple(map_at),
-                                 precision_at=tuple(precision_at))
-            n = m.pop("queries")
-            m.pop("queries_without_positive")
-            for k, v in m.items():
-                if n:
-                    sums[f"it{t}/{k}"] = sums.get(f"it{t}/{k}", 0.0) + v * n
-        counted += n or 0
+        accumulated.update(hist, query_labels[start:start + hist.shape[0]])
     out: Dict[str, float] = {}
-    for key, v in sums.items():
-        t, _, metric = key.partition("/")
-        value = v / counted if counted else float("nan")
-        name = "base" if t == "it0" else t
-        out[f"{name}/{metric}"] = value
-        if t == f"it{iters}":  # iters = 0: "icfrr" is the initial ranking
-            out[f"icfrr/{metric}"] = value
-    out.update({"queries": float(counted), "gallery": float(G), "k_g": float(k_g), "k_q": float(k_q)})
+    for t, m in enumerate(accumulated.compute()):
+        name = "base" if t == 0 else f"it{t}"
+        for metric, value in m.items():
+            out[f"{name}/{metric}"] = value
+            if t == iters:  # iters = 0: "icfrr" is the initial ranking
+                out[f"icfrr/{metric}"] = value
+    out.update({"queries": float(accumulated.queries), "gallery": float(G), "k_g": float(k_g), "k_q": float(k_q)})
     return out

@@ -1,5 +1,5 @@
 """Checkpoints with exact resume: model, optimizer, scheduler, grad scaler, loop position and every RNG state,
-written atomically (``icfrr_fast._io.atomic_save``) and read with ``torch.load(weights_only=True)`` (nothing in a
+written atomically (``icfrr_fast.io.atomic_save``) and read with ``torch.load(weights_only=True)`` (nothing in a
 checkpoint can run code).
 
 Loop position = ``(epoch, batch, step)``: the next batch of ``epoch`` to run and the optimizer steps done. Since the
@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from icfrr_fast._io import atomic_save, load_tensor_file
+from icfrr_fast.io import atomic_save, load_tensor_file
 
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng"]
 

@@ -13,7 +13,7 @@ launcher would specialise them; without that the pipeliner cannot use asynchrono
 Each line also counts the register spills (LDL/STL instructions in the SASS); ``--no-spills`` makes them failures
 (benchmarks/gpu_static.py reports them for every configuration the launchers pick).
 
-Usage:  python benchmarks/triton_compile_check.py [--arch 90] [--kernels icfrr,knn,dense] [--quick] [--no-spills]
+Usage:  python tools/triton_compile_check.py [--arch 90] [--kernels icfrr,knn,dense] [--quick] [--no-spills]
 (about a minute per kernel on a laptop-class CPU; --quick compiles the smallest variant of each).
 """
 

@@ -63,7 +63,7 @@ def read_class_embeddings(path: Union[str, Path]) -> Dict[str, Tensor]:
             raise ValueError(f"class_embeddings {path}: expected an object {{name: [floats]}}")
         out = {str(k): torch.tensor(v, dtype=torch.float32) for k, v in data.items()}
     elif suffix in (".pth", ".pt"):
-        from icfrr_fast._io import load_tensor_file
+        from icfrr_fast.io import load_tensor_file
 
         data = load_tensor_file(path)
         if isinstance(data, dict) and "names" in data and "embeddings" in data:

@@ -1,6 +1,6 @@
 """icfrr_fast.training: train the retrieval backbones whose features ICFRR re-ranks.
 
-Shipped in the wheel as ``icfrr_fast.training`` (source: the repository's ``training/`` folder); install its
+Shipped in the wheel with its configurations (``configs/*.yaml``, :data:`.config.CONFIGS_DIR`); install its
 dependencies with ``pip install "icfrr_fast[train]"``. ``import icfrr_fast`` never imports it; importing it does
 not import timm or torchvision (they load when a backbone or a transform is built).
 
@@ -19,7 +19,7 @@ Pieces (one concept per module):
 
 Example:
     >>> from icfrr_fast.training import Config, fit                        # doctest: +SKIP
-    >>> cfg = Config.from_dict(load_config("training/configs/smoke.yaml"))  # doctest: +SKIP
+    >>> cfg = Config.from_dict(load_config("icfrr_fast/training/configs/smoke.yaml"))  # doctest: +SKIP
     >>> result = fit(cfg)                                                   # doctest: +SKIP
 """
 

@@ -41,7 +41,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Benchmark, split and sampling (layouts in training/README.md)."""
+    """Benchmark, split and sampling (layouts in icfrr_fast/training/README.md)."""
 
     #: sketchy_25, sketchy_21, tuberlin_30, quickdraw, office_home, domainnet, folders, skimage_toy, emoji
     benchmark: str = "folders"
@@ -349,16 +349,27 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config field type {tp} for {key}")  # pragma: no cover (a bug in this module)
 
 
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+"""The configurations shipped with the package (``smoke.yaml``, ``emoji.yaml``)."""
+
+
 def load_config(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file into ``{section: {field: value}}``.
 
+    ``path`` is a file, or the name of a configuration shipped in the package (``CONFIGS_DIR``): ``"smoke"``,
+    ``"emoji"`` (with or without ``.yaml``), so the shipped configurations work after ``pip install`` from any folder.
+
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError: no such file and no shipped configuration of that name.
         ValueError: another suffix or a syntax error.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        shipped = CONFIGS_DIR / (path.name if path.suffix else path.name + ".yaml")
+        if path.parent != Path(".") or not shipped.is_file():
+            names = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+            raise FileNotFoundError(f"config file not found: {path} (shipped configurations: {names})")
+        path = shipped
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
@@ -386,7 +397,7 @@ def save_config(cfg: Config, path: Union[str, Path]) -> Path:
     """Write the resolved configuration as YAML (atomically)."""
     import yaml
 
-    from icfrr_fast._io import atomic_write
+    from icfrr_fast.io import atomic_write
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -394,7 +405,7 @@ def save_config(cfg: Config, path: Union[str, Path]) -> Path:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--config FILE`` and one ``--<section>.<field>`` flag per config field (defaults shown in help)."""
-    parser.add_argument("--config", "-c", metavar="FILE", help="YAML or TOML configuration; flags override it")
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML or TOML configuration file, or a shipped one by name (smoke, emoji); flags override it")
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} options", (cls.__doc__ or "").strip().splitlines()[0])
         defaults, docs = cls(), _field_docs(cls)

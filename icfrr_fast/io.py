@@ -1,4 +1,4 @@
-"""Safe file I/O for untrusted inputs and interrupted runs.
+"""Safe file I/O for untrusted inputs and interrupted runs (public: the commands, the demo and training use it).
 
 * ``load_tensor_file``: ``.pth``/``.pt`` via ``torch.load(weights_only=True)`` (a pickle that would run code is
   refused with a clear message) and ``.npy`` via ``numpy.load(allow_pickle=False)``; any file that cannot be read

@@ -3,7 +3,9 @@
 A cache file (``torch.save``, read back with ``weights_only=True``) holds
 ``{"format", "query", "query_labels", "gallery", "gallery_labels", "query_paths", "gallery_paths", "classes",
 "source"}``: (N, D) float32 L2-normalised features, (N,) int64 labels, image paths, class names, and a
-description of the checkpoint/config that produced them (the cache is reused only when it matches).
+description of the checkpoint/config that produced them (the cache is reused only when it matches). The demo's
+``FeatureCache`` keeps its entries in the same files: ``{"format", "key", "features"}``, one image array's (N, D)
+features under a content key.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from icfrr_fast._io import atomic_save, load_tensor_file
+from icfrr_fast.io import atomic_save, load_tensor_file
 
 __all__ = ["extract_features", "save_feature_cache", "load_feature_cache", "FEATURES_FORMAT"]
 
