@@ -125,6 +125,17 @@ def test_ecn_reranks_exactly_the_candidates():
     assert bool((v[:, 1:] >= v[:, :-1]).all())
 
 
+def test_superglobal_refuses_weights_that_sum_to_zero_or_less():
+    # unnormalised descriptors: the shortlist item -10 v has its best other neighbour 0.5 v at similarity -5, so its
+    # refinement weights are 1 and 0.5 * (-5): they sum to -1.5
+    v = torch.tensor([[1.0, 0.0]])
+    gallery = torch.cat([v, -10 * v, 0.5 * v])
+    with pytest.raises(ValueError, match="refinement weights .* sum to <= 0"):
+        superglobal(v, gallery, M=3, K=1, beta=0.5)
+    values, _ = superglobal(v, torch.nn.functional.normalize(gallery, dim=1), M=3, K=1, beta=0.5)  # accepted
+    assert bool(torch.isfinite(values).all())
+
+
 def test_superglobal_without_neighbours_is_the_hand_formula():
     # K = 0: d'_i = d_i, s1 = q . d_i, q' = the best d_i: final = (q . d_i + d_best . d_i) / 2
     q, g = _data(seed=80)

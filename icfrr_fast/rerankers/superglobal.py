@@ -62,6 +62,10 @@ def superglobal(query: Tensor, gallery: Tensor, *, candidates: Optional[Tensor] 
         beta: weight of the neighbours in the refinement (0.15 in the paper), >= 0.
         k: results per query, in [1, min(M, L)] (None: all of the shortlist).
 
+    Raises:
+        ValueError: bad arguments (named), or refinement weights summing to <= 0 (negative inner products between
+            unnormalised descriptors), which would make the weighted mean meaningless.
+
     Returns:
         values (Q, k) float32 final scores (s1 + s2) / 2 descending, indices (Q, k) int64 gallery ids; rows with
         fewer real candidates than k end in value -inf, index -1.
@@ -108,7 +112,12 @@ def superglobal(query: Tensor, gallery: Tensor, *, candidates: Optional[Tensor] 
         w[:, :, 0] = 1.0
         bidx = torch.arange(B, device=dev)[:, None, None]
         refined = torch.einsum("bij,bijd->bid", w, xs[bidx, nb])  # (B, m, K1, D) neighbour descriptors
-        refined = refined / w.sum(dim=2, keepdim=True)
+        wsum = w.sum(dim=2, keepdim=True)
+        if bool(((wsum[..., 0] <= 0) & ok).any()):  # the weighted mean would divide by <= 0 (NaN / sign flip)
+            raise ValueError(f"superglobal: the refinement weights 1 + beta * (a shortlist item's similarities to its "
+                             f"K neighbours) sum to <= 0, which happens with negative inner products; pass "
+                             f"L2-normalised descriptors or a smaller beta; got beta={beta}")
+        refined = refined / wsum
         s1 = torch.where(ok, torch.einsum("bd,bid->bi", q, refined), -torch.inf)
         pos = torch.arange(m, device=dev).expand(B, m)
         best = sort_rows(s1, s1, pos, descending=True)[:, :K1]  # the K + 1 best by s1
